@@ -1,0 +1,41 @@
+"""MBAG: Mini-Block Adaptive Gradient optimizers for optax.
+
+Public API: the optimizers :func:`mbag`, :func:`mbag_ema`, :func:`mbag_n`, their
+preconditioners for ``optax.chain``, the block grouping, and :mod:`mbag.linalg`.
+"""
+
+from mbag import linalg
+from mbag._src.alias import mbag
+from mbag._src.alias import mbag_ema
+from mbag._src.alias import mbag_n
+from mbag._src.partition import BlockSpec
+from mbag._src.partition import Layout
+from mbag._src.partition import buckets_to_tree
+from mbag._src.partition import default_block_spec
+from mbag._src.partition import make_layout
+from mbag._src.partition import tree_to_buckets
+from mbag._src.transform import MBAGDiagnostics
+from mbag._src.transform import ScaleByMBAGState
+from mbag._src.transform import scale_by_mbag
+from mbag._src.transform import scale_by_mbag_ema
+from mbag._src.transform import scale_by_mbag_n
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "BlockSpec",
+    "Layout",
+    "MBAGDiagnostics",
+    "ScaleByMBAGState",
+    "buckets_to_tree",
+    "default_block_spec",
+    "linalg",
+    "make_layout",
+    "mbag",
+    "mbag_ema",
+    "mbag_n",
+    "scale_by_mbag",
+    "scale_by_mbag_ema",
+    "scale_by_mbag_n",
+    "tree_to_buckets",
+)

@@ -1,0 +1,239 @@
+"""Batched small-matrix linear algebra for MBAG: Sherman-Morrison and matrix roots.
+
+Every function works on stacks of square matrices ``[..., b, b]`` and is
+jit-, vmap- and grad-free friendly (no Python branching on traced values).
+
+Rows and columns that are exactly zero are treated as *absent* coordinates:
+the roots computed here are zero on them. MBAG pads blocks whose size does
+not divide a leaf with such coordinates, and this convention is what makes
+padding leave the result unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+RootKind = Literal["sqrt", "inv_sqrt"]
+
+
+def sherman_morrison(H: Array, g: Array) -> Array:
+  r"""Rank-one update of an inverse: returns ``(H^{-1} + g g^T)^{-1}``.
+
+  .. math::
+    H' = H - \frac{H g g^T H}{1 + g^T H g}
+
+  computed as ``H - w w^T`` with ``w = H g / sqrt(1 + g^T H g)`` so that a
+  symmetric ``H`` stays exactly symmetric in floating point.
+
+  Args:
+    H: symmetric positive definite matrices, shape ``[..., b, b]``.
+    g: vectors, shape ``[..., b]``.
+
+  Returns:
+    The updated matrices, shape and dtype of ``H``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from mbag import linalg
+    >>> H = jnp.eye(2) / 0.5
+    >>> linalg.sherman_morrison(H, jnp.array([1.0, 0.0]))[0, 0]  # 1 / (0.5 + 1)
+    Array(0.6666667, dtype=float32)
+  """
+  return sherman_morrison_with_denominator(H, g)[0]
+
+
+def sherman_morrison_with_denominator(H: Array, g: Array) -> tuple[Array, Array]:
+  """Like :func:`sherman_morrison`, also returning ``1 + g^T H g`` (shape ``[...]``).
+
+  The denominator is >= 1 in exact arithmetic for positive semi-definite H; a
+  value below 1 signals that H lost positive definiteness.
+  """
+  u = jnp.einsum("...ij,...j->...i", H, g)
+  denominator = 1.0 + jnp.sum(u * g, axis=-1)
+  # max(., tiny) keeps the update finite even for a (non-PD) H whose denominator
+  # went non-positive: then nothing is subtracted instead of a NaN.
+  scale = jnp.where(denominator > 0, jax.lax.rsqrt(jnp.maximum(denominator, 1e-30)), 0.0)
+  w = u * scale[..., None]
+  return H - w[..., :, None] * w[..., None, :], denominator
+
+
+class RootInfo(NamedTuple):
+  """What a root computation reports about itself.
+
+  Attributes:
+    residual: ``[...]`` relative residual of each returned root: for a square
+      root X of A, ``||X^2 - A||_F / ||A||_F``; for an inverse root Y,
+      ``||Y A Y - I||_F / ||I||_F`` (I restricted to present coordinates).
+    steps: ``[]`` int32, Newton-Schulz iterations run (0 for eigh).
+  """
+
+  residual: Array
+  steps: Array
+
+
+def _absent_mask(A: Array) -> Array:
+  """``[..., b]`` boolean: True where row and column of A are identically zero."""
+  return jnp.logical_and(jnp.all(A == 0, axis=-1), jnp.all(A == 0, axis=-2))
+
+
+def _normalize(A: Array) -> tuple[Array, Array, Array]:
+  """Frobenius-normalises A and puts 1 on the diagonal of absent coordinates.
+
+  Returns ``(A', norm, present)`` with ``A' = A / ||A||_F + diag(absent)``:
+  the absent coordinates become a decoupled eigenvalue 1, a fixed point of the
+  Newton-Schulz iteration, so they cannot disturb the present ones.
+  """
+  A = 0.5 * (A + jnp.swapaxes(A, -1, -2))
+  absent = _absent_mask(A)
+  norm = jnp.sqrt(jnp.sum(A * A, axis=(-2, -1)))
+  safe = jnp.where(norm > 0, norm, 1.0)
+  A_n = A / safe[..., None, None]
+  A_n = A_n + jnp.eye(A.shape[-1], dtype=A.dtype) * absent[..., None, :].astype(A.dtype)
+  return A_n, safe, jnp.logical_not(absent)
+
+
+def _outer_mask(present: Array, dtype) -> Array:
+  m = present.astype(dtype)
+  return m[..., :, None] * m[..., None, :]
+
+
+def _residual(root: Array, A_n: Array, present: Array, kind: RootKind) -> Array:
+  """Relative residual of a root of the normalised matrix (``||A_n||_F = 1`` on present coords)."""
+  if kind == "sqrt":
+    err = root @ root - A_n
+    ref = jnp.ones(A_n.shape[:-2], A_n.dtype)
+  else:
+    err = root @ A_n @ root - jnp.eye(A_n.shape[-1], dtype=A_n.dtype)
+    ref = jnp.sqrt(jnp.maximum(jnp.sum(present, axis=-1), 1).astype(A_n.dtype))
+  err = err * _outer_mask(present, err.dtype)
+  return jnp.sqrt(jnp.sum(err * err, axis=(-2, -1))) / ref
+
+
+def _coupled_iterations(A_n: Array, num_steps, tolerance, max_steps) -> tuple[Array, Array, Array]:
+  """Coupled Newton-Schulz on a normalised matrix: X -> A^{1/2}, Y -> A^{-1/2}.
+
+  X_{k+1} = X_k T_k,  Y_{k+1} = T_k Y_k,  T_k = (3 I - Y_k X_k) / 2,  X_0 = A, Y_0 = I.
+  The first step needs one product (Y_0 X_0 = A, Y_1 = T_0). With a tolerance
+  the iteration stops once ``max ||I - Y_k X_k||_F`` over the batch is below it
+  (at most ``max_steps`` iterations); otherwise exactly ``num_steps`` run.
+  """
+  eye = jnp.eye(A_n.shape[-1], dtype=A_n.dtype)
+
+  def t_of(Z):
+    return 1.5 * eye - 0.5 * Z
+
+  def deviation(Z):
+    return jnp.max(jnp.sqrt(jnp.sum((eye - Z) ** 2, axis=(-2, -1))), initial=0.0)
+
+  T = t_of(A_n)
+  X, Y = A_n @ T, T
+  if tolerance is None:
+    def body(_, carry):
+      X, Y = carry
+      T = t_of(Y @ X)
+      return X @ T, T @ Y
+    X, Y = jax.lax.fori_loop(1, num_steps, body, (X, Y))
+    return X, Y, jnp.asarray(num_steps, jnp.int32)
+
+  def cond(carry):
+    k, _, _, dev = carry
+    return jnp.logical_and(k < max_steps, dev > tolerance)
+
+  def body_tol(carry):
+    k, X, Y, _ = carry
+    Z = Y @ X
+    T = t_of(Z)
+    return k + 1, X @ T, T @ Y, deviation(Z)
+
+  k, X, Y, _ = jax.lax.while_loop(
+      cond, body_tol, (jnp.asarray(1, jnp.int32), X, Y, deviation(Y @ X)))
+  return X, Y, k
+
+
+def matrix_root(
+    A: Array,
+    kind: RootKind,
+    *,
+    method: Literal["newton_schulz", "eigh"] = "newton_schulz",
+    num_steps: int = 5,
+    tolerance: float | None = None,
+    max_steps: int = 100,
+) -> tuple[Array, RootInfo]:
+  r"""``A^{1/2}`` (kind="sqrt") or ``A^{-1/2}`` (kind="inv_sqrt") of a batch of PSD matrices.
+
+  Newton-Schulz follows Section IV.B of the paper: the input is divided by its
+  Frobenius norm (so every eigenvalue lies in (0, 1] and the sufficient
+  condition ``||I - A'||_2 < 1`` holds), the coupled iteration runs, and the
+  result is rescaled by ``||A||_F^{1/2}`` (or ``||A||_F^{-1/2}``).
+  ``method="eigh"`` computes the exact root from an eigendecomposition.
+
+  Args:
+    A: ``[..., b, b]`` symmetric positive (semi-)definite matrices.
+    kind: which root.
+    method: "newton_schulz" or "eigh".
+    num_steps: Newton-Schulz iterations when ``tolerance`` is None.
+    tolerance: if set, iterate until ``max_k ||I - Y_k X_k||_F <= tolerance``
+      (this deviation shrinks quadratically near convergence), at most ``max_steps``.
+    max_steps: iteration cap used with ``tolerance``.
+
+  Returns:
+    ``(root, info)``; ``info.residual`` is the relative residual of each root.
+  """
+  A_n, norm, present = _normalize(A)
+  if method == "eigh":
+    w, V = jnp.linalg.eigh(A_n)
+    if kind == "sqrt":
+      f = jnp.sqrt(jnp.maximum(w, 0.0))
+    else:
+      f = jnp.where(w > 0, jax.lax.rsqrt(jnp.maximum(w, jnp.finfo(w.dtype).tiny)), 0.0)
+    root_n = (V * f[..., None, :]) @ jnp.swapaxes(V, -1, -2)
+    steps = jnp.asarray(0, jnp.int32)
+  elif method == "newton_schulz":
+    X, Y, steps = _coupled_iterations(A_n, num_steps, tolerance, max_steps)
+    root_n = X if kind == "sqrt" else Y
+  else:
+    raise ValueError(f"unknown root method {method!r}; use 'newton_schulz' or 'eigh'")
+  residual = _residual(root_n, A_n, present, kind)
+  scale = jnp.sqrt(norm) if kind == "sqrt" else jax.lax.rsqrt(norm)
+  root = root_n * scale[..., None, None] * _outer_mask(present, root_n.dtype)
+  return root, RootInfo(residual=residual, steps=steps)
+
+
+def newton_schulz(
+    A: Array, num_steps: int, *, tolerance: float | None = None, max_steps: int = 100
+) -> tuple[Array, Array]:
+  r"""Approximations of ``A^{1/2}`` and ``A^{-1/2}`` by coupled Newton-Schulz.
+
+  .. math::
+    X_k = \tfrac12 X_{k-1}(3I - Y_{k-1}X_{k-1}),\quad
+    Y_k = \tfrac12 (3I - Y_{k-1}X_{k-1}) Y_{k-1},\quad X_0 = A',\ Y_0 = I,
+
+  with ``A' = A / ||A||_F`` (Section IV.B, eq. 5), rescaled afterwards.
+  Batched over leading axes. Zero rows/columns get zero in both outputs.
+
+  Args:
+    A: ``[..., b, b]`` symmetric positive definite matrices.
+    num_steps: number of iterations (ignored if ``tolerance`` is set).
+    tolerance: optional stopping tolerance on ``max ||I - Y_k X_k||_F``.
+    max_steps: iteration cap when a tolerance is given.
+
+  Returns:
+    ``(sqrt, inv_sqrt)``, each of the shape of ``A``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from mbag import linalg
+    >>> s, r = linalg.newton_schulz(jnp.diag(jnp.array([4.0, 1.0])), 20)
+    >>> jnp.round(jnp.diag(s), 4), jnp.round(jnp.diag(r), 4)
+    (Array([2., 1.], dtype=float32), Array([0.5, 1. ], dtype=float32))
+  """
+  A_n, norm, present = _normalize(A)
+  X, Y, _ = _coupled_iterations(A_n, num_steps, tolerance, max_steps)
+  mask = _outer_mask(present, X.dtype)
+  sqrt = X * jnp.sqrt(norm)[..., None, None] * mask
+  inv_sqrt = Y * jax.lax.rsqrt(norm)[..., None, None] * mask
+  return sqrt, inv_sqrt

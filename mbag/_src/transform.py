@@ -1,0 +1,350 @@
+"""The MBAG preconditioners as optax GradientTransformations (Algorithms 1 and 2, MBAG-N).
+
+All three share one engine: cut the gradient into mini-blocks, update one
+``b x b`` statistic per block, occasionally recompute a root from it, and
+multiply each gradient block by its root (or, for MBAG-N, by the statistic).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mbag._src import linalg
+from mbag._src import partition
+
+Array = jax.Array
+RootMethod = Literal["newton_schulz", "eigh"]
+_ROOT_METHODS = ("newton_schulz", "eigh")
+
+
+class MBAGDiagnostics(NamedTuple):
+  """Numerical health of the preconditioner, kept in the state (all scalars).
+
+  Attributes:
+    root_residual: [] float32. Largest relative residual over all blocks of the
+      root computed last (``||X^2 - H||_F/||H||_F`` for Algorithm 1,
+      ``||Y G Y - I||_F/||I||_F`` for Algorithm 2); 0 before the first root.
+    root_steps: [] int32. Newton-Schulz iterations used by the last root (0: eigh or none yet).
+    min_denominator: [] float32. Smallest Sherman-Morrison denominator
+      ``1 + g^T H g`` of the last step; >= 1 while H is positive definite
+      (always 1 for Algorithm 2, which has none).
+    num_nonfinite_grads: [] int32. Steps whose gradient had a NaN or Inf (treated as zero).
+    num_root_fallbacks: [] int32. Blocks whose new root was not finite and kept the previous one.
+  """
+
+  root_residual: Array
+  root_steps: Array
+  min_denominator: Array
+  num_nonfinite_grads: Array
+  num_root_fallbacks: Array
+
+
+class ScaleByMBAGState(NamedTuple):
+  """State of :func:`scale_by_mbag`, :func:`scale_by_mbag_ema` and :func:`scale_by_mbag_n`.
+
+  Attributes:
+    count: [] int32. Number of updates so far (t).
+    stats: per bucket, [n, b, b] float32: H_t = G_t^{-1} (Algorithm 1, MBAG-N)
+      or the EMA statistic G_t (Algorithm 2). Padded coordinates are zero.
+    roots: per bucket, [n, b, b] float32: the root in use, H^{1/2} or G^{-1/2};
+      empty for MBAG-N.
+    diagnostics: MBAGDiagnostics.
+  """
+
+  count: Array
+  stats: tuple[Array, ...]
+  roots: tuple[Array, ...]
+  diagnostics: MBAGDiagnostics
+
+
+def _is_concrete_number(x: Any) -> bool:
+  return isinstance(x, (numbers.Number, np.ndarray, np.generic)) or (
+      isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer))
+
+
+def _check(name: str, value: Any, ok, expected: str) -> None:
+  """Raises ValueError naming ``name`` if a concrete ``value`` fails ``ok``."""
+  if value is None or not _is_concrete_number(value):
+    return
+  v = np.asarray(value)
+  if v.ndim != 0 or not np.isfinite(v) or not ok(v.item()):
+    raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+  if value is None or not _is_concrete_number(value):
+    return
+  v = np.asarray(value)
+  if v.ndim != 0 or not np.issubdtype(v.dtype, np.integer) and not float(v).is_integer():
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+  if int(v) < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def validate_hyperparameters(
+    *, block_size=None, initial_accumulator_value=None, momentum=None, decay=None,
+    root_interval=None, newton_schulz_steps=None, root_method=None,
+    newton_schulz_tolerance=None, newton_schulz_max_steps=None, root_warmup_steps=None,
+    learning_rate=None,
+) -> None:
+  """Checks MBAG hyperparameters at construction; raises ValueError naming the bad one."""
+  _check_int("block_size", block_size, 1)
+  _check("initial_accumulator_value", initial_accumulator_value, lambda v: v > 0, "> 0")
+  _check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+  _check("decay", decay, lambda v: 0 < v < 1, "in (0, 1)")
+  _check_int("root_interval", root_interval, 1)
+  _check_int("newton_schulz_steps", newton_schulz_steps, 1)
+  _check_int("newton_schulz_max_steps", newton_schulz_max_steps, 1)
+  _check_int("root_warmup_steps", root_warmup_steps, 0)
+  _check("newton_schulz_tolerance", newton_schulz_tolerance, lambda v: v > 0, "> 0 or None")
+  if not callable(learning_rate):
+    _check("learning_rate", learning_rate, lambda v: v >= 0, "a finite number >= 0 or a schedule")
+  if root_method is not None and root_method not in _ROOT_METHODS:
+    raise ValueError(f"root_method must be one of {_ROOT_METHODS}, got {root_method!r}")
+
+
+def _masked_identity(mask: np.ndarray, scale) -> Array:
+  m = jnp.asarray(mask, jnp.float32)
+  return (m[:, :, None] * m[:, None, :]) * jnp.eye(mask.shape[-1], dtype=jnp.float32) * scale
+
+
+def _all_finite(tree: Any) -> Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _block_preconditioner(
+    algorithm: Literal["inverse", "ema", "inverse_direct"],
+    *,
+    block_size: int,
+    initial_accumulator_value,
+    decay=None,
+    root_interval=50,
+    newton_schulz_steps=5,
+    root_method: RootMethod = "newton_schulz",
+    newton_schulz_tolerance: float | None = None,
+    newton_schulz_max_steps: int = 100,
+    root_warmup_steps: int = 0,
+    grouping: partition.Grouping | None = None,
+    fuse_blocks: bool = True,
+    statistics_dtype=jnp.float32,
+) -> optax.GradientTransformation:
+  """The engine behind the three public preconditioners."""
+  validate_hyperparameters(
+      block_size=block_size, initial_accumulator_value=initial_accumulator_value,
+      decay=decay, root_interval=root_interval, newton_schulz_steps=newton_schulz_steps,
+      root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
+      newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps)
+  block_size = int(block_size)
+  uses_root = algorithm != "inverse_direct"
+  root_kind = "inv_sqrt" if algorithm == "ema" else "sqrt"
+
+  def layout_of(tree):
+    return partition.make_layout(tree, block_size, grouping, fuse_blocks)
+
+  def init_fn(params):
+    layout = layout_of(params)
+    masks = partition.bucket_present_masks(params, layout)
+    lam = jnp.asarray(initial_accumulator_value, statistics_dtype)
+    stat_scale = lam if algorithm == "ema" else 1.0 / lam
+    stats = tuple(_masked_identity(m, stat_scale).astype(statistics_dtype) for m in masks)
+    roots = tuple(_masked_identity(m, jax.lax.rsqrt(lam)).astype(statistics_dtype)
+                  for m in masks) if uses_root else ()
+    zero_f, zero_i = jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)
+    diagnostics = MBAGDiagnostics(
+        root_residual=zero_f, root_steps=zero_i, min_denominator=jnp.ones([], jnp.float32),
+        num_nonfinite_grads=zero_i, num_root_fallbacks=zero_i)
+    return ScaleByMBAGState(jnp.zeros([], jnp.int32), stats, roots, diagnostics)
+
+  def compute_roots(stats, old_roots):
+    new_roots, residual, fallbacks = [], jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)
+    steps = jnp.zeros([], jnp.int32)
+    for S, old in zip(stats, old_roots):
+      root, info = linalg.matrix_root(
+          S.astype(jnp.float32), root_kind, method=root_method, num_steps=newton_schulz_steps,
+          tolerance=newton_schulz_tolerance, max_steps=newton_schulz_max_steps)
+      ok = jnp.all(jnp.isfinite(root), axis=(-2, -1)) & jnp.isfinite(info.residual)
+      new_roots.append(jnp.where(ok[:, None, None], root, old).astype(old.dtype))
+      residual = jnp.maximum(residual, jnp.max(jnp.where(ok, info.residual, 0.0), initial=0.0))
+      fallbacks = fallbacks + jnp.sum(~ok).astype(jnp.int32)
+      steps = jnp.maximum(steps, info.steps)
+    return tuple(new_roots), residual, steps, fallbacks
+
+  def update_fn(updates, state, params=None):
+    del params
+    layout = layout_of(updates)
+    finite = _all_finite(updates)
+    grads = [jnp.where(finite, g.astype(statistics_dtype), 0) for g in
+             partition.tree_to_buckets(updates, layout)]
+    count = optax.safe_int32_increment(state.count)
+    diag = state.diagnostics
+
+    stats, directions, min_den = [], [], jnp.full([], jnp.inf, jnp.float32)
+    for S, g in zip(state.stats, grads):
+      if algorithm == "ema":
+        # A skipped (non-finite) step leaves G exactly as it was.
+        a = jnp.where(finite, jnp.asarray(decay, S.dtype), 1.0)
+        S_new = a * S + (1.0 - a) * (g[:, :, None] * g[:, None, :])
+      else:
+        S_new, den = linalg.sherman_morrison_with_denominator(S, g)
+        min_den = jnp.minimum(min_den, jnp.min(den, initial=jnp.inf))
+        if algorithm == "inverse_direct":
+          # H_t g = H_{t-1} g / (1 + g^T H_{t-1} g): no second pass over H needed.
+          u = jnp.einsum("nij,nj->ni", S, g)
+          directions.append(u / den[:, None])
+      stats.append(S_new.astype(S.dtype))
+
+    roots = state.roots
+    root_residual, root_steps, fallbacks = diag.root_residual, diag.root_steps, diag.num_root_fallbacks
+    if uses_root:
+      is_root_step = jnp.logical_or(count % root_interval == 0, count <= root_warmup_steps)
+      roots, res, steps_used, n_fb = jax.lax.cond(
+          is_root_step, compute_roots,
+          lambda s, r: (tuple(r), root_residual, root_steps, jnp.zeros([], jnp.int32)),
+          tuple(stats), tuple(roots))
+      root_residual, root_steps, fallbacks = res, steps_used, fallbacks + n_fb
+      directions = [jnp.einsum("nij,nj->ni", R, g) for R, g in zip(roots, grads)]
+
+    min_den = jnp.where(jnp.isinf(min_den), 1.0, min_den)  # no Sherman-Morrison this step
+    new_updates = partition.buckets_to_tree(directions, layout, updates)
+    new_updates = jax.tree_util.tree_map(lambda n, u: n.astype(u.dtype), new_updates, updates)
+    diagnostics = MBAGDiagnostics(
+        root_residual=root_residual, root_steps=root_steps, min_denominator=min_den,
+        num_nonfinite_grads=diag.num_nonfinite_grads + (~finite).astype(jnp.int32),
+        num_root_fallbacks=fallbacks)
+    return new_updates, ScaleByMBAGState(count, tuple(stats), tuple(roots), diagnostics)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_mbag(
+    block_size: int = 32,
+    initial_accumulator_value: float = 0.01,
+    root_interval: int = 50,
+    newton_schulz_steps: int = 5,
+    root_method: RootMethod = "newton_schulz",
+    *,
+    newton_schulz_tolerance: float | None = None,
+    newton_schulz_max_steps: int = 100,
+    root_warmup_steps: int = 0,
+    grouping: partition.Grouping | None = None,
+    fuse_blocks: bool = True,
+    statistics_dtype=jnp.float32,
+) -> optax.GradientTransformation:
+  r"""MBAG preconditioner (Algorithm 1): ``g -> H_t^{1/2} g`` per mini-block.
+
+  .. math::
+    H_t = H_{t-1} - \frac{H_{t-1} g_t g_t^T H_{t-1}}{1 + g_t^T H_{t-1} g_t},\quad
+    H_0 = I/\lambda,\qquad
+    p_t = R_t g_t,\quad R_t = \begin{cases}\sqrt{H_t} & t \equiv 0 \pmod{T_{sqr}}\\
+    R_{t-1} & \text{otherwise}\end{cases},\quad R_0 = \lambda^{-1/2} I.
+
+  ``H_t`` is the exact inverse of ``G_t = lambda I + sum_s g_s g_s^T`` (full-matrix
+  AdaGrad statistics restricted to each block), kept by Sherman-Morrison.
+
+  A gradient containing NaN or Inf is treated as zero: the statistics stay
+  exactly as they were, the returned direction is zero and
+  ``diagnostics.num_nonfinite_grads`` grows. A root that comes back non-finite
+  for a block keeps that block's previous root.
+
+  Args:
+    block_size: tau, the size of a mini-block for dense kernels and other leaves
+      (conv kernels use ``kh*kw``); see :func:`mbag.default_block_spec`.
+    initial_accumulator_value: lambda > 0.
+    root_interval: T_sqr; the root is recomputed when ``t % root_interval == 0``.
+    newton_schulz_steps: T_NS, iterations of the coupled Newton-Schulz iteration.
+    root_method: "newton_schulz" (paper) or "eigh" (exact reference).
+    newton_schulz_tolerance: if set, Newton-Schulz iterates until
+      ``max ||I - Y_k X_k||_F <= tolerance`` (up to ``newton_schulz_max_steps``)
+      instead of a fixed ``newton_schulz_steps``.
+    newton_schulz_max_steps: cap on iterations with a tolerance.
+    root_warmup_steps: also recompute the root at every step ``t <= root_warmup_steps``.
+      0 (default) is the paper's algorithm, whose first ``root_interval - 1``
+      steps use ``lambda^{-1/2} I`` (momentum SGD with a ``lambda^{-1/2}``-times larger step).
+    grouping: optional ``(key_path, shape) -> BlockSpec | int | None`` overriding the
+      default grouping per leaf (an int overrides the block size only).
+    fuse_blocks: stack blocks of equal size from all leaves into one array so
+      that each bucket is updated by one batched operation.
+    statistics_dtype: dtype of H and the roots (float32 by default, also for bf16 params).
+
+  Returns:
+    An ``optax.GradientTransformation`` with state :class:`ScaleByMBAGState`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, mbag
+    >>> tx = optax.chain(mbag.scale_by_mbag(block_size=2, root_interval=1), optax.scale(-0.1))
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.array([1.0, 0.0, 0.0])}, state)
+
+  References:
+    Lee, "MBAG: A Scalable Mini-Block Adaptive Gradient Method for Deep Neural
+    Networks", Algorithm 1 and Section IV.
+  """
+  return _block_preconditioner(
+      "inverse", block_size=block_size, initial_accumulator_value=initial_accumulator_value,
+      root_interval=root_interval, newton_schulz_steps=newton_schulz_steps,
+      root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
+      newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
+      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype)
+
+
+def scale_by_mbag_ema(
+    decay: float = 0.99,
+    block_size: int = 32,
+    initial_accumulator_value: float = 0.01,
+    root_interval: int = 50,
+    newton_schulz_steps: int = 5,
+    root_method: RootMethod = "newton_schulz",
+    *,
+    newton_schulz_tolerance: float | None = None,
+    newton_schulz_max_steps: int = 100,
+    root_warmup_steps: int = 0,
+    grouping: partition.Grouping | None = None,
+    fuse_blocks: bool = True,
+    statistics_dtype=jnp.float32,
+) -> optax.GradientTransformation:
+  r"""MBAG-EMA preconditioner (Algorithm 2): ``g -> G_t^{-1/2} g`` per mini-block.
+
+  .. math::
+    G_t = \alpha G_{t-1} + (1 - \alpha) g_t g_t^T,\quad G_0 = \lambda I,\qquad
+    p_t = R_t g_t,\ R_t = G_t^{-1/2} \text{ every } T_{sqr} \text{ steps},\ R_0 = \lambda^{-1/2} I.
+
+  The inverse root is the ``Y`` output of the same Newton-Schulz iteration
+  run on ``G`` (no Sherman-Morrison). Arguments as in :func:`scale_by_mbag`,
+  plus ``decay`` (alpha, in (0, 1)). Non-finite gradients leave G unchanged.
+
+  References:
+    Lee, "MBAG", Algorithm 2.
+  """
+  return _block_preconditioner(
+      "ema", block_size=block_size, initial_accumulator_value=initial_accumulator_value,
+      decay=decay, root_interval=root_interval, newton_schulz_steps=newton_schulz_steps,
+      root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
+      newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
+      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype)
+
+
+def scale_by_mbag_n(
+    block_size: int = 32,
+    initial_accumulator_value: float = 0.01,
+    *,
+    grouping: partition.Grouping | None = None,
+    fuse_blocks: bool = True,
+    statistics_dtype=jnp.float32,
+) -> optax.GradientTransformation:
+  r"""MBAG-N preconditioner: ``g -> H_t g`` per mini-block, with H_t as in Algorithm 1.
+
+  No square root: the gradient is preconditioned by ``G_t^{-1}`` at every step
+  (Section IV.B, "MBAG-N").
+  """
+  return _block_preconditioner(
+      "inverse_direct", block_size=block_size,
+      initial_accumulator_value=initial_accumulator_value, grouping=grouping,
+      fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype)
