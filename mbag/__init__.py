@@ -10,12 +10,14 @@ from mbag._src.alias import mbag_ema
 from mbag._src.alias import mbag_n
 from mbag._src.partition import BlockSpec
 from mbag._src.partition import Layout
+from mbag._src.partition import bucket_present_masks
 from mbag._src.partition import buckets_to_tree
 from mbag._src.partition import default_block_spec
 from mbag._src.partition import make_layout
 from mbag._src.partition import tree_to_buckets
 from mbag._src.transform import MBAGDiagnostics
 from mbag._src.transform import ScaleByMBAGState
+from mbag._src.transform import find_mbag_state
 from mbag._src.transform import scale_by_mbag
 from mbag._src.transform import scale_by_mbag_ema
 from mbag._src.transform import scale_by_mbag_n
@@ -27,8 +29,10 @@ __all__ = (
     "Layout",
     "MBAGDiagnostics",
     "ScaleByMBAGState",
+    "bucket_present_masks",
     "buckets_to_tree",
     "default_block_spec",
+    "find_mbag_state",
     "linalg",
     "make_layout",
     "mbag",

@@ -348,3 +348,15 @@ def scale_by_mbag_n(
       "inverse_direct", block_size=block_size,
       initial_accumulator_value=initial_accumulator_value, grouping=grouping,
       fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype)
+
+
+def find_mbag_state(opt_state: Any) -> ScaleByMBAGState:
+  """Returns the (single) :class:`ScaleByMBAGState` inside a possibly nested optax state.
+
+  Raises ValueError if there is none or more than one.
+  """
+  found = [s for s in jax.tree_util.tree_leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, ScaleByMBAGState)) if isinstance(s, ScaleByMBAGState)]
+  if len(found) != 1:
+    raise ValueError(f"expected exactly one ScaleByMBAGState in the optimizer state, found {len(found)}")
+  return found[0]
