@@ -52,13 +52,23 @@ def sherman_morrison_with_denominator(H: Array, g: Array) -> tuple[Array, Array]
   The denominator is >= 1 in exact arithmetic for positive semi-definite H; a
   value below 1 signals that H lost positive definiteness.
   """
+  H_new, denominator, _ = guarded_sherman_morrison(H, g)
+  return H_new, denominator
+
+
+def guarded_sherman_morrison(H: Array, g: Array) -> tuple[Array, Array, Array]:
+  """Sherman-Morrison that leaves a block unchanged when its update is not finite.
+
+  Returns ``(H_new, denominator, ok)`` where ``ok`` (``[...]`` bool) is False for
+  blocks whose update would overflow or whose denominator is not positive
+  (a sign that H lost positive definiteness); those blocks keep H.
+  """
   u = jnp.einsum("...ij,...j->...i", H, g)
   denominator = 1.0 + jnp.sum(u * g, axis=-1)
-  # max(., tiny) keeps the update finite even for a (non-PD) H whose denominator
-  # went non-positive: then nothing is subtracted instead of a NaN.
-  scale = jnp.where(denominator > 0, jax.lax.rsqrt(jnp.maximum(denominator, 1e-30)), 0.0)
-  w = u * scale[..., None]
-  return H - w[..., :, None] * w[..., None, :], denominator
+  w = u * jax.lax.rsqrt(jnp.maximum(denominator, 1e-30))[..., None]
+  ok = jnp.isfinite(denominator) & (denominator > 0) & jnp.all(jnp.isfinite(w * w), axis=-1)
+  w = jnp.where(ok[..., None], w, 0.0)
+  return H - w[..., :, None] * w[..., None, :], denominator, ok
 
 
 class RootInfo(NamedTuple):
@@ -89,7 +99,10 @@ def _normalize(A: Array) -> tuple[Array, Array, Array]:
   """
   A = 0.5 * (A + jnp.swapaxes(A, -1, -2))
   absent = _absent_mask(A)
-  norm = jnp.sqrt(jnp.sum(A * A, axis=(-2, -1)))
+  # Scale before squaring so that entries up to the float32 maximum do not overflow.
+  amax = jnp.max(jnp.abs(A), axis=(-2, -1))
+  amax = jnp.where(amax > 0, amax, 1.0)
+  norm = amax * jnp.sqrt(jnp.sum((A / amax[..., None, None]) ** 2, axis=(-2, -1)))
   safe = jnp.where(norm > 0, norm, 1.0)
   A_n = A / safe[..., None, None]
   A_n = A_n + jnp.eye(A.shape[-1], dtype=A.dtype) * absent[..., None, :].astype(A.dtype)

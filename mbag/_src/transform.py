@@ -36,6 +36,8 @@ class MBAGDiagnostics(NamedTuple):
       (always 1 for Algorithm 2, which has none).
     num_nonfinite_grads: [] int32. Steps whose gradient had a NaN or Inf (treated as zero).
     num_root_fallbacks: [] int32. Blocks whose new root was not finite and kept the previous one.
+    num_skipped_blocks: [] int32. Block statistic updates skipped because they would
+      overflow or (Sherman-Morrison) had a non-positive denominator.
   """
 
   root_residual: Array
@@ -43,6 +45,7 @@ class MBAGDiagnostics(NamedTuple):
   min_denominator: Array
   num_nonfinite_grads: Array
   num_root_fallbacks: Array
+  num_skipped_blocks: Array
 
 
 class ScaleByMBAGState(NamedTuple):
@@ -159,7 +162,7 @@ def _block_preconditioner(
     zero_f, zero_i = jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)
     diagnostics = MBAGDiagnostics(
         root_residual=zero_f, root_steps=zero_i, min_denominator=jnp.ones([], jnp.float32),
-        num_nonfinite_grads=zero_i, num_root_fallbacks=zero_i)
+        num_nonfinite_grads=zero_i, num_root_fallbacks=zero_i, num_skipped_blocks=zero_i)
     return ScaleByMBAGState(jnp.zeros([], jnp.int32), stats, roots, diagnostics)
 
   def compute_roots(stats, old_roots):
@@ -186,18 +189,27 @@ def _block_preconditioner(
     diag = state.diagnostics
 
     stats, directions, min_den = [], [], jnp.full([], jnp.inf, jnp.float32)
-    for S, g in zip(state.stats, grads):
+    skipped = diag.num_skipped_blocks
+    for i, (S, g) in enumerate(zip(state.stats, grads)):
       if algorithm == "ema":
-        # A skipped (non-finite) step leaves G exactly as it was.
+        ok = jnp.all(jnp.isfinite(g * g), axis=-1)
+        g = jnp.where(ok[:, None], g, 0.0)
+        # A non-finite gradient leaves G exactly as it was (alpha -> 1).
         a = jnp.where(finite, jnp.asarray(decay, S.dtype), 1.0)
+        a = jnp.where(ok, a, 1.0)[:, None, None]
         S_new = a * S + (1.0 - a) * (g[:, :, None] * g[:, None, :])
       else:
-        S_new, den = linalg.sherman_morrison_with_denominator(S, g)
+        S_new, den, ok = linalg.guarded_sherman_morrison(S, g)
         min_den = jnp.minimum(min_den, jnp.min(den, initial=jnp.inf))
+        g = jnp.where(ok[:, None], g, 0.0)
         if algorithm == "inverse_direct":
           # H_t g = H_{t-1} g / (1 + g^T H_{t-1} g): no second pass over H needed.
           u = jnp.einsum("nij,nj->ni", S, g)
-          directions.append(u / den[:, None])
+          directions.append(u / jnp.where(ok, den, 1.0)[:, None])
+      # A block whose statistic could not be updated contributes no direction either,
+      # so that an overflowing gradient cannot reach the momentum.
+      grads[i] = g
+      skipped = skipped + jnp.sum(~ok).astype(jnp.int32)
       stats.append(S_new.astype(S.dtype))
 
     roots = state.roots
@@ -217,7 +229,7 @@ def _block_preconditioner(
     diagnostics = MBAGDiagnostics(
         root_residual=root_residual, root_steps=root_steps, min_denominator=min_den,
         num_nonfinite_grads=diag.num_nonfinite_grads + (~finite).astype(jnp.int32),
-        num_root_fallbacks=fallbacks)
+        num_root_fallbacks=fallbacks, num_skipped_blocks=skipped)
     return new_updates, ScaleByMBAGState(count, tuple(stats), tuple(roots), diagnostics)
 
   return optax.GradientTransformation(init_fn, update_fn)
