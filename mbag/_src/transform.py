@@ -170,11 +170,12 @@ def _block_preconditioner(
     steps = jnp.zeros([], jnp.int32)
     for S, old in zip(stats, old_roots):
       root, info = linalg.matrix_root(
-          S.astype(jnp.float32), root_kind, method=root_method, num_steps=newton_schulz_steps,
+          S, root_kind, method=root_method, num_steps=newton_schulz_steps,
           tolerance=newton_schulz_tolerance, max_steps=newton_schulz_max_steps)
       ok = jnp.all(jnp.isfinite(root), axis=(-2, -1)) & jnp.isfinite(info.residual)
       new_roots.append(jnp.where(ok[:, None, None], root, old).astype(old.dtype))
-      residual = jnp.maximum(residual, jnp.max(jnp.where(ok, info.residual, 0.0), initial=0.0))
+      worst = jnp.max(jnp.where(ok, info.residual, 0.0), initial=0.0).astype(jnp.float32)
+      residual = jnp.maximum(residual, worst)
       fallbacks = fallbacks + jnp.sum(~ok).astype(jnp.int32)
       steps = jnp.maximum(steps, info.steps)
     return tuple(new_roots), residual, steps, fallbacks
@@ -200,7 +201,7 @@ def _block_preconditioner(
         S_new = a * S + (1.0 - a) * (g[:, :, None] * g[:, None, :])
       else:
         S_new, den, ok = linalg.guarded_sherman_morrison(S, g)
-        min_den = jnp.minimum(min_den, jnp.min(den, initial=jnp.inf))
+        min_den = jnp.minimum(min_den, jnp.min(den, initial=jnp.inf).astype(jnp.float32))
         g = jnp.where(ok[:, None], g, 0.0)
         if algorithm == "inverse_direct":
           # H_t g = H_{t-1} g / (1 + g^T H_{t-1} g): no second pass over H needed.
