@@ -29,7 +29,7 @@ def mbag(
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = True,
-    statistics_dtype=jnp.float32,
+    statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG (Algorithm 1): mini-block full-matrix AdaGrad with heavy-ball momentum.
 
@@ -88,7 +88,7 @@ def mbag_ema(
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = True,
-    statistics_dtype=jnp.float32,
+    statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-EMA (Algorithm 2): ``v_t = beta v_{t-1} + G_t^{-1/2} g_t`` with an EMA statistic.
 
@@ -114,7 +114,7 @@ def mbag_n(
     momentum: float = 0.9,
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = True,
-    statistics_dtype=jnp.float32,
+    statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-N: ``v_t = beta v_{t-1} + H_t g_t`` (preconditioning by ``G_t^{-1}``, no root).
 

@@ -30,6 +30,10 @@ class MBAGDiagnostics(NamedTuple):
     root_residual: [] float32. Largest relative residual over all blocks of the
       root computed last (``||X^2 - H||_F/||H||_F`` for Algorithm 1,
       ``||Y G Y - I||_F/||I||_F`` for Algorithm 2); 0 before the first root.
+      Dominated by the large eigenvalues: it can be tiny while small ones are wrong.
+    root_error: [] float32. Largest ``||I - Y X||_F`` over blocks of the last root
+      (see :class:`mbag.linalg.RootInfo`): ~ the worst relative error of the root over
+      eigen-directions. ~1 means some direction has not converged.
     root_steps: [] int32. Newton-Schulz iterations used by the last root (0: eigh or none yet).
     min_denominator: [] float32. Smallest Sherman-Morrison denominator
       ``1 + g^T H g`` of the last step; >= 1 while H is positive definite
@@ -41,6 +45,7 @@ class MBAGDiagnostics(NamedTuple):
   """
 
   root_residual: Array
+  root_error: Array
   root_steps: Array
   min_denominator: Array
   num_nonfinite_grads: Array
@@ -136,7 +141,7 @@ def _block_preconditioner(
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = True,
-    statistics_dtype=jnp.float32,
+    statistics_dtype=None,
 ) -> optax.GradientTransformation:
   """The engine behind the three public preconditioners."""
   validate_hyperparameters(
@@ -145,6 +150,7 @@ def _block_preconditioner(
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps)
   block_size = int(block_size)
+  statistics_dtype = jnp.dtype(statistics_dtype or jnp.float32)
   uses_root = algorithm != "inverse_direct"
   root_kind = "inv_sqrt" if algorithm == "ema" else "sqrt"
 
@@ -161,24 +167,28 @@ def _block_preconditioner(
                   for m in masks) if uses_root else ()
     zero_f, zero_i = jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)
     diagnostics = MBAGDiagnostics(
-        root_residual=zero_f, root_steps=zero_i, min_denominator=jnp.ones([], jnp.float32),
+        root_residual=zero_f, root_error=zero_f, root_steps=zero_i, min_denominator=jnp.ones([], jnp.float32),
         num_nonfinite_grads=zero_i, num_root_fallbacks=zero_i, num_skipped_blocks=zero_i)
     return ScaleByMBAGState(jnp.zeros([], jnp.int32), stats, roots, diagnostics)
 
   def compute_roots(stats, old_roots):
-    new_roots, residual, fallbacks = [], jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)
-    steps = jnp.zeros([], jnp.int32)
+    new_roots, fallbacks = [], jnp.zeros([], jnp.int32)
+    residual, error, steps = jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)
+
+    def worst(x, ok):
+      return jnp.max(jnp.where(ok, x, 0.0), initial=0.0).astype(jnp.float32)
+
     for S, old in zip(stats, old_roots):
       root, info = linalg.matrix_root(
           S, root_kind, method=root_method, num_steps=newton_schulz_steps,
           tolerance=newton_schulz_tolerance, max_steps=newton_schulz_max_steps)
       ok = jnp.all(jnp.isfinite(root), axis=(-2, -1)) & jnp.isfinite(info.residual)
       new_roots.append(jnp.where(ok[:, None, None], root, old).astype(old.dtype))
-      worst = jnp.max(jnp.where(ok, info.residual, 0.0), initial=0.0).astype(jnp.float32)
-      residual = jnp.maximum(residual, worst)
+      residual = jnp.maximum(residual, worst(info.residual, ok))
+      error = jnp.maximum(error, worst(info.relative_error, ok))
       fallbacks = fallbacks + jnp.sum(~ok).astype(jnp.int32)
       steps = jnp.maximum(steps, info.steps)
-    return tuple(new_roots), residual, steps, fallbacks
+    return tuple(new_roots), (residual, error, steps), fallbacks
 
   def update_fn(updates, state, params=None):
     del params
@@ -214,21 +224,23 @@ def _block_preconditioner(
       stats.append(S_new.astype(S.dtype))
 
     roots = state.roots
-    root_residual, root_steps, fallbacks = diag.root_residual, diag.root_steps, diag.num_root_fallbacks
+    root_info = (diag.root_residual, diag.root_error, diag.root_steps)
+    fallbacks = diag.num_root_fallbacks
     if uses_root:
       is_root_step = jnp.logical_or(count % root_interval == 0, count <= root_warmup_steps)
-      roots, res, steps_used, n_fb = jax.lax.cond(
+      roots, root_info, n_fb = jax.lax.cond(
           is_root_step, compute_roots,
-          lambda s, r: (tuple(r), root_residual, root_steps, jnp.zeros([], jnp.int32)),
+          lambda s, r: (tuple(r), root_info, jnp.zeros([], jnp.int32)),
           tuple(stats), tuple(roots))
-      root_residual, root_steps, fallbacks = res, steps_used, fallbacks + n_fb
+      fallbacks = fallbacks + n_fb
       directions = [jnp.einsum("nij,nj->ni", R, g) for R, g in zip(roots, grads)]
 
     min_den = jnp.where(jnp.isinf(min_den), 1.0, min_den)  # no Sherman-Morrison this step
     new_updates = partition.buckets_to_tree(directions, layout, updates)
     new_updates = jax.tree_util.tree_map(lambda n, u: n.astype(u.dtype), new_updates, updates)
     diagnostics = MBAGDiagnostics(
-        root_residual=root_residual, root_steps=root_steps, min_denominator=min_den,
+        root_residual=root_info[0], root_error=root_info[1], root_steps=root_info[2],
+        min_denominator=min_den,
         num_nonfinite_grads=diag.num_nonfinite_grads + (~finite).astype(jnp.int32),
         num_root_fallbacks=fallbacks, num_skipped_blocks=skipped)
     return new_updates, ScaleByMBAGState(count, tuple(stats), tuple(roots), diagnostics)
@@ -248,7 +260,7 @@ def scale_by_mbag(
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = True,
-    statistics_dtype=jnp.float32,
+    statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG preconditioner (Algorithm 1): ``g -> H_t^{1/2} g`` per mini-block.
 
@@ -284,7 +296,7 @@ def scale_by_mbag(
       default grouping per leaf (an int overrides the block size only).
     fuse_blocks: stack blocks of equal size from all leaves into one array so
       that each bucket is updated by one batched operation.
-    statistics_dtype: dtype of H and the roots (float32 by default, also for bf16 params).
+    statistics_dtype: dtype of H and the roots (None: float32, also for bf16 params).
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByMBAGState`.
@@ -321,7 +333,7 @@ def scale_by_mbag_ema(
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = True,
-    statistics_dtype=jnp.float32,
+    statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-EMA preconditioner (Algorithm 2): ``g -> G_t^{-1/2} g`` per mini-block.
 
@@ -350,7 +362,7 @@ def scale_by_mbag_n(
     *,
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = True,
-    statistics_dtype=jnp.float32,
+    statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-N preconditioner: ``g -> H_t g`` per mini-block, with H_t as in Algorithm 1.
 
