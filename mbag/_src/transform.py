@@ -165,10 +165,13 @@ def _block_preconditioner(
     stats = tuple(_masked_identity(m, stat_scale).astype(statistics_dtype) for m in masks)
     roots = tuple(_masked_identity(m, jax.lax.rsqrt(lam)).astype(statistics_dtype)
                   for m in masks) if uses_root else ()
-    zero_f, zero_i = jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)
+    # Distinct buffers for every field, so that the state can be donated to a jitted step.
+    zero_f = lambda: jnp.zeros([], jnp.float32)  # noqa: E731
+    zero_i = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
     diagnostics = MBAGDiagnostics(
-        root_residual=zero_f, root_error=zero_f, root_steps=zero_i, min_denominator=jnp.ones([], jnp.float32),
-        num_nonfinite_grads=zero_i, num_root_fallbacks=zero_i, num_skipped_blocks=zero_i)
+        root_residual=zero_f(), root_error=zero_f(), root_steps=zero_i(),
+        min_denominator=jnp.ones([], jnp.float32), num_nonfinite_grads=zero_i(),
+        num_root_fallbacks=zero_i(), num_skipped_blocks=zero_i())
     return ScaleByMBAGState(jnp.zeros([], jnp.int32), stats, roots, diagnostics)
 
   def compute_roots(stats, old_roots):
@@ -193,21 +196,35 @@ def _block_preconditioner(
   def update_fn(updates, state, params=None):
     del params
     layout = layout_of(updates)
-    finite = _all_finite(updates)
-    grads = [jnp.where(finite, g.astype(statistics_dtype), 0) for g in
-             partition.tree_to_buckets(updates, layout)]
+    grads = [g.astype(statistics_dtype) for g in partition.tree_to_buckets(updates, layout)]
     count = optax.safe_int32_increment(state.count)
-    diag = state.diagnostics
 
+    def step(grads, state):
+      directions, new_state = _step(grads, state, count)
+      return [d.astype(statistics_dtype) for d in directions], new_state
+
+    def skip(grads, state):
+      # A NaN/Inf anywhere in the gradient: statistics and roots stay exactly as they were and
+      # the direction is zero (the momentum that follows coasts).
+      diag = state.diagnostics._replace(num_nonfinite_grads=state.diagnostics.num_nonfinite_grads + 1)
+      return [jnp.zeros_like(g) for g in grads], state._replace(count=count, diagnostics=diag)
+
+    # A branch rather than jnp.where(finite, g, 0): XLA duplicates the global finiteness reduction
+    # into every bucket's loop that reads it (measured 6x slower on the ResNet-56 tree).
+    directions, new_state = jax.lax.cond(_all_finite(updates), step, skip, grads, state)
+    new_updates = partition.buckets_to_tree(directions, layout, updates)
+    new_updates = jax.tree_util.tree_map(lambda n, u: n.astype(u.dtype), new_updates, updates)
+    return new_updates, new_state
+
+  def _step(grads, state, count):
+    diag = state.diagnostics
     stats, directions, min_den = [], [], jnp.full([], jnp.inf, jnp.float32)
     skipped = diag.num_skipped_blocks
     for i, (S, g) in enumerate(zip(state.stats, grads)):
       if algorithm == "ema":
         ok = jnp.all(jnp.isfinite(g * g), axis=-1)
         g = jnp.where(ok[:, None], g, 0.0)
-        # A non-finite gradient leaves G exactly as it was (alpha -> 1).
-        a = jnp.where(finite, jnp.asarray(decay, S.dtype), 1.0)
-        a = jnp.where(ok, a, 1.0)[:, None, None]
+        a = jnp.where(ok, jnp.asarray(decay, S.dtype), 1.0)[:, None, None]
         S_new = a * S + (1.0 - a) * (g[:, :, None] * g[:, None, :])
       else:
         S_new, den, ok = linalg.guarded_sherman_morrison(S, g)
@@ -236,14 +253,10 @@ def _block_preconditioner(
       directions = [jnp.einsum("nij,nj->ni", R, g) for R, g in zip(roots, grads)]
 
     min_den = jnp.where(jnp.isinf(min_den), 1.0, min_den)  # no Sherman-Morrison this step
-    new_updates = partition.buckets_to_tree(directions, layout, updates)
-    new_updates = jax.tree_util.tree_map(lambda n, u: n.astype(u.dtype), new_updates, updates)
-    diagnostics = MBAGDiagnostics(
+    diagnostics = diag._replace(
         root_residual=root_info[0], root_error=root_info[1], root_steps=root_info[2],
-        min_denominator=min_den,
-        num_nonfinite_grads=diag.num_nonfinite_grads + (~finite).astype(jnp.int32),
-        num_root_fallbacks=fallbacks, num_skipped_blocks=skipped)
-    return new_updates, ScaleByMBAGState(count, tuple(stats), tuple(roots), diagnostics)
+        min_denominator=min_den, num_root_fallbacks=fallbacks, num_skipped_blocks=skipped)
+    return directions, ScaleByMBAGState(count, tuple(stats), tuple(roots), diagnostics)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
