@@ -28,7 +28,7 @@ def mbag(
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = True,
+    fuse_blocks: bool = False,
     statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG (Algorithm 1): mini-block full-matrix AdaGrad with heavy-ball momentum.
@@ -87,7 +87,7 @@ def mbag_ema(
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = True,
+    fuse_blocks: bool = False,
     statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-EMA (Algorithm 2): ``v_t = beta v_{t-1} + G_t^{-1/2} g_t`` with an EMA statistic.
@@ -113,7 +113,7 @@ def mbag_n(
     initial_accumulator_value: float = 0.01,
     momentum: float = 0.9,
     grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = True,
+    fuse_blocks: bool = False,
     statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-N: ``v_t = beta v_{t-1} + H_t g_t`` (preconditioning by ``G_t^{-1}``, no root).

@@ -117,7 +117,7 @@ class Layout(NamedTuple):
 
 
 def make_layout(
-    tree: Any, block_size: int, grouping: Grouping | None = None, fuse: bool = True
+    tree: Any, block_size: int, grouping: Grouping | None = None, fuse: bool = False
 ) -> Layout:
   """Computes the block layout of a pytree of arrays (or ShapeDtypeStructs)."""
   leaves_with_path = jax.tree_util.tree_leaves_with_path(tree)

@@ -140,7 +140,7 @@ def _block_preconditioner(
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = True,
+    fuse_blocks: bool = False,
     statistics_dtype=None,
 ) -> optax.GradientTransformation:
   """The engine behind the three public preconditioners."""
@@ -272,7 +272,7 @@ def scale_by_mbag(
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = True,
+    fuse_blocks: bool = False,
     statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG preconditioner (Algorithm 1): ``g -> H_t^{1/2} g`` per mini-block.
@@ -308,7 +308,9 @@ def scale_by_mbag(
     grouping: optional ``(key_path, shape) -> BlockSpec | int | None`` overriding the
       default grouping per leaf (an int overrides the block size only).
     fuse_blocks: stack blocks of equal size from all leaves into one array so
-      that each bucket is updated by one batched operation.
+      that each bucket is updated by one batched operation. Off by default: on
+      the CPU the per-leaf form measured faster (``python -m benchmarks.update_speed``)
+      and it keeps every leaf's state shaped like that leaf's blocks.
     statistics_dtype: dtype of H and the roots (None: float32, also for bf16 params).
 
   Returns:
@@ -345,7 +347,7 @@ def scale_by_mbag_ema(
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
     grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = True,
+    fuse_blocks: bool = False,
     statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-EMA preconditioner (Algorithm 2): ``g -> G_t^{-1/2} g`` per mini-block.
@@ -374,7 +376,7 @@ def scale_by_mbag_n(
     initial_accumulator_value: float = 0.01,
     *,
     grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = True,
+    fuse_blocks: bool = False,
     statistics_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-N preconditioner: ``g -> H_t g`` per mini-block, with H_t as in Algorithm 1.
