@@ -81,8 +81,8 @@ class RootInfo(NamedTuple):
     relative_error: ``[...]`` ``||I - Y X||_F`` over present coordinates, where X and
       Y are the computed square root and inverse square root of the normalised
       matrix. In every eigen-direction this is about the sum of the relative
-      errors of X and Y, so it is ~0 for an exact root and ~1 for a direction
-      that has not converged. Unlike ``residual`` it is not hidden by the large
+      errors of X and Y, so it is ~0 for an exact root and >= ~1 when some
+      direction has not converged. Unlike ``residual`` it is not hidden by the large
       eigenvalues: 5 Newton-Schulz steps on nearly rank-one statistics give a
       tiny residual but a relative error near 1.
     steps: ``[]`` int32, Newton-Schulz iterations run (0 for eigh).
