@@ -1,0 +1,190 @@
+"""Table I and Figure 2: image classification (ResNet-56 / CIFAR-10), with a digits fallback.
+
+When no CIFAR-10 run exists, classification runs on scikit-learn's digits (the
+smoke preset) are drawn instead, in files and titles that name the data set and
+preset and say that they are not CIFAR-10.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Sequence
+
+from matplotlib import pyplot as plt
+
+from paper_figures import plots
+from paper_figures import report
+from paper_figures import runs as runs_lib
+from paper_figures import series
+from paper_figures import style
+from paper_figures import table
+
+FIGURE2_PANELS = (
+    ("train_loss", "training loss"),
+    ("train_accuracy", "training accuracy (%)"),
+    ("test_loss", "test loss"),
+    ("test_accuracy", "test accuracy (%)"),
+)
+CIFAR_DATASETS = ("cifar10", "cifar-10", "cifar")
+EXPECTED_OPTIMIZERS = tuple(table.PAPER_TABLE_I)
+
+
+def is_cifar(run: runs_lib.Run) -> bool:
+  """A ResNet-56 / CIFAR-10 run."""
+  return run.task == "cifar" or run.dataset.lower() in CIFAR_DATASETS
+
+
+def is_digits_classification(run: runs_lib.Run) -> bool:
+  """A classification run on scikit-learn's digits (the smoke stand-in for CIFAR-10)."""
+  return run.task == "digits_mlp" or (run.dataset == "digits" and run.task != "autoencoder")
+
+
+def by_preset(runs: Sequence[runs_lib.Run]) -> dict[str, list[runs_lib.Run]]:
+  """Runs grouped by (data set, preset) name "dataset_preset", in sorted order."""
+  groups: dict[str, list[runs_lib.Run]] = {}
+  for run in runs:
+    groups.setdefault(f"{run.dataset}_{run.preset}", []).append(run)
+  return dict(sorted(groups.items()))
+
+
+def describe_setting(runs: Sequence[runs_lib.Run]) -> str:
+  """"ResNet-56 / CIFAR-10, preset short, hardware: 1x H200" for a group of runs."""
+  run = runs[0]
+  model = style.TASK_MODELS.get(run.task, run.task)
+  hardware = sorted({r.hardware for r in runs})
+  return (f"{model} / {style.dataset_name(run.dataset)}, preset {run.preset}, "
+          f"hardware: {'; '.join(hardware)}")
+
+
+def _seed_summary(by_optimizer: dict[str, list[runs_lib.Run]]) -> list[str]:
+  lines = []
+  for optimizer, runs in by_optimizer.items():
+    seeds = ", ".join(str(r.seed) for r in runs)
+    lines.append(f"{optimizer}: {len(runs)} run(s), seeds {seeds}")
+  return lines
+
+
+def _setting_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
+  notes = []
+  if len({r.hardware for r in runs}) > 1:
+    notes.append("runs come from different hardware: wall-clock curves are not comparable")
+  return notes + series.wall_clock_notes(runs)
+
+
+def _missing(by_optimizer, expected: Sequence[str]) -> list[str]:
+  return [f"no runs for {o}" for o in expected if o not in by_optimizer]
+
+
+def build_table1(runs: Sequence[runs_lib.Run], out_dir: pathlib.Path) -> list[report.Product]:
+  """Writes ``table1.md`` and ``table1.tex`` (one table per preset of the CIFAR-10 runs).
+
+  Without CIFAR-10 runs, writes ``table_digits.md``/``.tex`` from digits runs instead
+  (without the paper's column, titled as not CIFAR-10).
+  """
+  cifar = [r for r in runs if is_cifar(r)]
+  digits = [r for r in runs if is_digits_classification(r)]
+  products = []
+  if cifar:
+    products.append(_write_tables(
+        cifar, out_dir, "table1", "Table I", paper=table.PAPER_TABLE_I,
+        caption="Test accuracy (%) for {setting}; paper: ResNet-56 / CIFAR-10, 200 epochs, 5 runs"))
+  else:
+    products.append(report.Product(
+        title="Table I", missing=["no CIFAR-10 runs (task 'cifar'): Table I not written"]))
+    if digits:
+      products.append(_write_tables(
+          digits, out_dir, "table_digits", "Table I stand-in (digits, NOT CIFAR-10)",
+          paper=None, caption="Final test accuracy (%) for {setting}: a smoke test on "
+          "scikit-learn's digits, not CIFAR-10 and not comparable with the paper's Table I"))
+  return products
+
+
+def _write_tables(runs, out_dir, stem, title, *, paper, caption) -> report.Product:
+  product = report.Product(title=title)
+  markdown, latex = [], []
+  for _, group in by_preset(runs).items():
+    rows, notes = table.table_rows(group, paper)
+    text = caption.format(setting=describe_setting(group))
+    markdown.append(table.to_markdown(rows, text, with_paper=paper is not None))
+    latex.append(table.to_latex(rows, text, with_paper=paper is not None))
+    by_optimizer = plots.group_by_optimizer(group)
+    product.used.append(describe_setting(group))
+    product.used.extend(_seed_summary(by_optimizer))
+    if paper:
+      product.missing.extend(f"{m} ({group[0].preset})"
+                             for m in _missing(by_optimizer, EXPECTED_OPTIMIZERS))
+    product.notes.extend(notes)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  for suffix, blocks in ((".md", markdown), (".tex", latex)):
+    path = out_dir / f"{stem}{suffix}"
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    product.files.append(path)
+  return product
+
+
+def plot_figure2(runs: Sequence[runs_lib.Run], title: str):
+  """Training/test loss and accuracy against epochs (top) and wall-clock time (bottom).
+
+  Returns:
+    (figure, missing) with ``missing`` naming optimizer/metric pairs never logged.
+  """
+  by_optimizer = plots.group_by_optimizer(runs)
+  divisor, unit = plots.time_unit(plots.max_wall_time(runs))
+  fig, axes = plt.subplots(2, len(FIGURE2_PANELS), figsize=(11, 5.2), layout="constrained",
+                           squeeze=False)
+  missing = []
+  for col, (metric, label) in enumerate(FIGURE2_PANELS):
+    for row, (x_axis, x_label, scale) in enumerate(
+        (("x", "epoch", 1.0), ("wall", f"wall-clock time ({unit})", divisor))):
+      ax = axes[row, col]
+      absent = plots.draw_metric(ax, by_optimizer, series.epoch_curve, metric, x_axis, scale)
+      ax.set_xlabel(x_label)
+      ax.set_ylabel(label)
+      if row == 0:
+        missing.extend(f"{o}: {metric} not logged" for o in absent)
+  fig.suptitle(title)
+  plots.figure_legend(fig, axes)
+  return fig, missing
+
+
+def build_figure2(runs: Sequence[runs_lib.Run], out_dir: pathlib.Path) -> list[report.Product]:
+  """Writes ``figure2_<dataset>_<preset>.png/.pdf`` per preset of CIFAR-10 runs (or digits runs)."""
+  cifar = [r for r in runs if is_cifar(r)]
+  digits = [r for r in runs if is_digits_classification(r)]
+  if not cifar and not digits:
+    return [report.Product(title="Figure 2", missing=[
+        "no CIFAR-10 runs (task 'cifar') and no digits classification runs"])]
+  products = []
+  chosen = cifar or digits
+  for key, group in by_preset(chosen).items():
+    setting = describe_setting(group)
+    if cifar:
+      product = report.Product(title=f"Figure 2 ({style.dataset_name(group[0].dataset)}, "
+                               f"preset {group[0].preset})")
+      fig_title = f"Figure 2: {setting}"
+    else:
+      product = report.Product(title=f"Figure 2 stand-in ({style.dataset_name(group[0].dataset)}, "
+                               f"preset {group[0].preset}; NOT CIFAR-10)")
+      fig_title = f"{setting} (smoke test, NOT CIFAR-10)"
+      product.missing.append("no CIFAR-10 runs: drawn from digits classification runs instead")
+    with style.context():
+      fig, missing_metrics = plot_figure2(group, fig_title)
+      product.files = style.save(fig, out_dir, f"figure2_{key}")
+    by_optimizer = plots.group_by_optimizer(group)
+    product.used = [setting] + _seed_summary(by_optimizer)
+    product.missing.extend(_missing(by_optimizer, EXPECTED_OPTIMIZERS) + missing_metrics)
+    product.notes = _setting_notes(group) + _fraction_notes(group)
+    products.append(product)
+  if cifar and digits:
+    products[-1].notes.append(f"{len(digits)} digits classification run(s) not drawn "
+                              "(CIFAR-10 runs exist)")
+  return products
+
+
+def _fraction_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
+  fractional = [r for r in runs if series.stores_fractions(r)]
+  if not fractional:
+    return []
+  return [f"{len(fractional)} run(s) stored accuracy as fractions (values <= 1); "
+          "shown in percent"]
+
