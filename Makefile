@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m examples.demo
+	$(PY) -m examples.quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
