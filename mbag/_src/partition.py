@@ -76,21 +76,89 @@ def check_spec(spec: BlockSpec, shape: Sequence[int], where: str) -> None:
     raise ValueError(f"{where}: row_size {spec.row_size} does not divide the leaf size {size}")
 
 
+def _explicit_spec(x: Array) -> tuple | None:
+  """The PartitionSpec of x if it is sharded in explicit mode along some axis, else None."""
+  sharding = getattr(jax.typeof(x), "sharding", None)
+  spec = getattr(sharding, "spec", None)
+  if spec is None or all(a is None for a in spec):
+    return None
+  return tuple(spec) + (None,) * (x.ndim - len(spec))
+
+
+def _block_axis(permuted_spec: tuple, permuted_shape: tuple, row_size: int):
+  """Mesh axis that the block axis inherits, or None if the layout cannot keep the sharding.
+
+  The rows of a leaf are its trailing axes (their product is row_size); the block axis
+  merges the leading ones. A sharded leading-most axis carries over; any other sharded axis
+  does not, and the leaf is then resharded to replicated before cutting.
+  """
+  k, prod = len(permuted_shape), 1
+  while k > 0 and prod < row_size:
+    k -= 1
+    prod *= permuted_shape[k]
+  if prod != row_size or any(a is not None for a in permuted_spec[k:]):
+    return False
+  lead = permuted_spec[:k]
+  if any(a is not None for a in lead[1:]):
+    return False
+  return lead[0] if lead else None
+
+
+def block_axis_sharding(x: Array, spec: BlockSpec):
+  """``(ok, axis)``: whether x's explicit sharding survives cutting, and the block axis's mesh axis."""
+  leaf_spec = _explicit_spec(x)
+  if leaf_spec is None:
+    return True, None
+  permuted = tuple(leaf_spec[a] for a in spec.perm)
+  shape = tuple(x.shape[a] for a in spec.perm)
+  axis = _block_axis(permuted, shape, spec.row_size)
+  return axis is not False, (None if axis is False else axis)
+
+
+def like_blocks(matrices: Array, blocks: Array) -> Array:
+  """Gives ``[n, b, b]`` matrices the block-axis sharding of ``[n, b]`` blocks (explicit mode)."""
+  spec = _explicit_spec(blocks)
+  if spec is None:
+    return matrices
+  return jax.sharding.reshard(matrices, jax.sharding.PartitionSpec(spec[0], None, None))
+
+
+def _reshape(x: Array, shape, axis) -> Array:
+  if axis is None and _explicit_spec(x) is None:
+    return x.reshape(shape)
+  shape = tuple(shape)
+  if -1 in shape:
+    known = math.prod(d for d in shape if d != -1)
+    shape = tuple(x.size // known if d == -1 else d for d in shape)
+  out = jax.sharding.PartitionSpec(axis, *([None] * (len(shape) - 1)))
+  return jax.lax.reshape(x, shape, out_sharding=out)
+
+
 def to_blocks(x: Array, spec: BlockSpec) -> Array:
-  """Cuts a leaf into ``[num_blocks, block_size]`` (zero padding)."""
-  rows = jnp.transpose(x, spec.perm).reshape(-1, spec.row_size)
+  """Cuts a leaf into ``[num_blocks, block_size]`` (zero padding).
+
+  Under explicit sharding, a leaf sharded along its leading (after ``perm``) axis gives blocks
+  sharded along the block axis; other shardings are gathered first.
+  """
+  ok, axis = block_axis_sharding(x, spec)
+  if not ok:
+    x = jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+  y = jnp.transpose(x, spec.perm)
+  rows = _reshape(y, (-1, spec.row_size), axis)
   pad = -spec.row_size % spec.block_size
   if pad:
     rows = jnp.pad(rows, ((0, 0), (0, pad)))
-  return rows.reshape(-1, spec.block_size)
+  return _reshape(rows, (-1, spec.block_size), axis)
 
 
 def from_blocks(blocks: Array, spec: BlockSpec, shape: Sequence[int]) -> Array:
   """Inverse of :func:`to_blocks`: drops the padding and restores ``shape``."""
+  block_spec = _explicit_spec(blocks)
+  axis = block_spec[0] if block_spec is not None else None
   padded_row = spec.row_size + (-spec.row_size % spec.block_size)
-  rows = blocks.reshape(-1, padded_row)[:, : spec.row_size]
+  rows = _reshape(blocks, (-1, padded_row), axis)[:, : spec.row_size]
   permuted_shape = tuple(shape[a] for a in spec.perm)
-  return jnp.transpose(rows.reshape(permuted_shape), np.argsort(spec.perm))
+  return jnp.transpose(_reshape(rows, permuted_shape, axis), np.argsort(spec.perm))
 
 
 def present_mask(spec: BlockSpec, shape: Sequence[int]) -> np.ndarray:

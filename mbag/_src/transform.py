@@ -157,9 +157,15 @@ def _block_preconditioner(
     masks = partition.bucket_present_masks(params, layout)
     lam = jnp.asarray(initial_accumulator_value, statistics_dtype)
     stat_scale = lam if algorithm == "ema" else 1.0 / lam
-    stats = tuple(_masked_identity(m, stat_scale).astype(statistics_dtype) for m in masks)
-    roots = tuple(_masked_identity(m, jax.lax.rsqrt(lam)).astype(statistics_dtype)
-                  for m in masks) if uses_root else ()
+    # The statistics of a leaf sharded along its blocks are sharded the same way.
+    blocks = partition.tree_to_buckets(params, layout)
+
+    def identities(scale):
+      return tuple(partition.like_blocks(_masked_identity(m, scale).astype(statistics_dtype), b)
+                   for m, b in zip(masks, blocks))
+
+    stats = identities(stat_scale)
+    roots = identities(jax.lax.rsqrt(lam)) if uses_root else ()
     # Distinct buffers for every field, so that the state can be donated to a jitted step.
     zero_f = lambda: jnp.zeros([], jnp.float32)  # noqa: E731
     zero_i = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
