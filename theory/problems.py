@@ -6,6 +6,7 @@ the smoothness constant L (exact, or an estimate from below), and C = f(theta_0)
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -136,20 +137,26 @@ def mlp(hidden: int = 32, batch: int = 64, seed: int = 0) -> Problem:
                  "cross-entropy >= 0 (a valid lower bound)")
 
 
+@functools.lru_cache(maxsize=None)
+def _hvp_fn(loss):
+  def hvp(params, v):
+    return jax.jvp(jax.grad(loss), (params,), (v,))[1]
+  return jax.jit(hvp)
+
+
 def hessian_norm_estimate(loss, params, key, iters: int = 30) -> float:
   """Largest |eigenvalue| of the Hessian at params by power iteration on Hessian-vector products.
 
   A lower estimate of the global L: it only sees this point, and power iteration approaches the
   top eigenvalue from below.
   """
+  hvp = _hvp_fn(loss)
   flat, unravel = jax.flatten_util.ravel_pytree(params)
-  hvp = jax.jit(lambda v: jax.flatten_util.ravel_pytree(
-      jax.jvp(jax.grad(loss), (params,), (unravel(v),))[1])[0])
   v = jax.random.normal(key, flat.shape)
   v = v / jnp.linalg.norm(v)
   lam = 0.0
   for _ in range(iters):
-    w = hvp(v)
+    w = jax.flatten_util.ravel_pytree(hvp(params, unravel(v)))[0]
     lam = float(jnp.linalg.norm(w))
     v = w / jnp.maximum(lam, 1e-30)
   return lam
