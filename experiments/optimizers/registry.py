@@ -1,0 +1,93 @@
+"""The optimizer registry: name -> builder of an :class:`Optimizer` from the run's config.
+
+Hyperparameters come from ``config.optimizer_config.<name>``; their names are
+the keyword arguments of the constructor in :data:`TRANSFORMS` (or of
+:func:`experiments.optimizers.kfac.kfac`), e.g. ``optimizer_config.mbag.block_size``.
+``config.weight_decay`` (optional, default 0) is added to the gradient before
+the preconditioner (``optax.add_decayed_weights``; for KFAC, to the objective).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import optax
+
+import mbag
+from experiments.optimizers import adablock as adablock_lib
+from experiments.optimizers import base
+from experiments.optimizers import kfac as kfac_lib
+from experiments.optimizers import shampoo as shampoo_lib
+
+# name -> constructor (learning_rate, **hyperparameters) -> optax.GradientTransformation.
+TRANSFORMS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "adam": optax.adam,
+    "adagrad": optax.adagrad,
+    "shampoo": shampoo_lib.shampoo,
+    "adablock": adablock_lib.adablock,
+    "mbag": mbag.mbag,
+    "mbag_n": mbag.mbag_n,
+    "mbag_ema": mbag.mbag_ema,
+}
+
+
+def _weight_decay(config: Any) -> float:
+  value = base._get(config, "weight_decay")  # pylint: disable=protected-access
+  value = 0.0 if value is None else value
+  if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+    raise ValueError(f"config.weight_decay must be a number >= 0, got {value!r}")
+  return float(value)
+
+
+def make_transformation(name: str, config: Any,
+                        learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  """The optax transformation of optimizer ``name`` with the config's hyperparameters and weight decay."""
+  if name not in TRANSFORMS:
+    raise ValueError(f"{name!r} is not an optax optimizer; known: {sorted(TRANSFORMS)}")
+  tx = base.call_with_hyperparameters(
+      TRANSFORMS[name], base.hyperparameters(config, name), name, learning_rate=learning_rate)
+  decay = _weight_decay(config)
+  return optax.chain(optax.add_decayed_weights(decay), tx) if decay else tx
+
+
+def _build_optax(name: str, config: Any, loss_fn: base.LossFn,
+                 learning_rate: optax.ScalarOrSchedule) -> base.Optimizer:
+  return base.optax_optimizer(make_transformation(name, config, learning_rate), loss_fn, name)
+
+
+def _build_kfac(config: Any, loss_fn: base.LossFn,
+                learning_rate: optax.ScalarOrSchedule) -> base.Optimizer:
+  return base.call_with_hyperparameters(
+      kfac_lib.kfac, base.hyperparameters(config, "kfac"), "kfac", loss_fn=loss_fn,
+      learning_rate=learning_rate, weight_decay=_weight_decay(config))
+
+
+# name -> builder (config, loss_fn, learning_rate) -> Optimizer.
+OPTIMIZERS: dict[str, Callable[[Any, base.LossFn, optax.ScalarOrSchedule], base.Optimizer]] = {
+    **{name: functools.partial(_build_optax, name) for name in TRANSFORMS},
+    "kfac": _build_kfac,
+}
+
+
+def build_optimizer(config: Any, loss_fn: base.LossFn,
+                    learning_rate: optax.ScalarOrSchedule) -> base.Optimizer:
+  """The :class:`Optimizer` named by ``config.optimizer``.
+
+  Args:
+    config: the run's ConfigDict: ``optimizer``, optional ``weight_decay`` and
+      ``optimizer_config.<name>.<hyperparameter>``.
+    loss_fn: ``(params, model_state, rng, batch) -> (loss, (new_model_state, aux))``.
+    learning_rate: an optax schedule (step -> lr) or a float.
+
+  Returns:
+    ``Optimizer(init, step, name)``.
+
+  Raises:
+    ValueError: unknown optimizer name (the message lists the known ones) or
+      unknown / invalid hyperparameters.
+  """
+  name = base._get(config, "optimizer")  # pylint: disable=protected-access
+  if name not in OPTIMIZERS:
+    raise ValueError(f"config.optimizer={name!r} is not a known optimizer; known: {sorted(OPTIMIZERS)}")
+  return OPTIMIZERS[name](config, loss_fn, learning_rate)
