@@ -1,0 +1,150 @@
+r"""Time of the whole jitted training step (gradient + update) of every optimizer, relative to Adam.
+
+  python -m benchmarks.step_time [--task cifar] [--depth 20] [--batch 32] [--steps 50] [--rounds 3]
+  python -m benchmarks.step_time --task autoencoder --dataset curves --batch 128
+
+The step is ``experiments.optimizers.build_optimizer(...).step`` on the model and
+loss of an ``experiments`` task, with the hyperparameters of the config's
+``paper`` preset (T1 = 5, T2 = T_sqr = 50, tau = 32, ...) on one fixed
+random batch, so the periodic work (roots, inverses, curvature updates) is in
+the average: each timed window is ``--steps`` consecutive steps (default 50,
+one T2 period). All optimizers live in one process and are timed interleaved,
+one window each per round, so that load on a shared machine hits them alike;
+the result is the median over rounds of the mean step time. Warm-up: one full
+period per optimizer before timing (kfac-jax compiles one program per kind of
+step).
+
+Prints a table (seconds per step and ratio to Adam) and, with ``--json``,
+appends one JSON line per optimizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import models
+from experiments import optimizers as optimizers_lib
+from experiments import tasks
+from experiments import train
+from experiments.configs import autoencoder as autoencoder_configs
+from experiments.configs import cifar as cifar_configs
+
+PAPER_RATIOS = {"adam": 1.0, "adablock": 4.13}  # Section VI.A: MBAG "as fast as Adam"
+INPUT_DIMS = {"mnist": 784, "curves": 784, "faces": 625, "digits": 64}
+
+
+def _cifar_setup(args):
+  config = cifar_configs.get_config("paper")
+  model = models.CifarResNet(depth=args.depth, num_classes=10)
+  rng = np.random.RandomState(0)
+  images = rng.randint(0, 256, (args.batch, 32, 32, 3)).astype(np.float32)
+  inputs = jnp.asarray((images / 255.0 - 0.5) / 0.25)  # normalised like the real pipeline
+  labels = jnp.asarray(rng.randint(0, 10, args.batch), jnp.int32)
+  return config, tasks.get_task("cifar"), model, {"inputs": inputs, "targets": labels}, \
+      f"ResNet-{args.depth} on 32x32x3 images"
+
+
+def _autoencoder_setup(args):
+  config = autoencoder_configs.get_config("paper")
+  config.dataset = args.dataset
+  widths = models.ARCHITECTURES[args.dataset]
+  dim = INPUT_DIMS[args.dataset]
+  model = models.DeepAutoencoder(encoder_widths=widths, output_dim=dim)
+  x = jnp.asarray(np.random.RandomState(0).rand(args.batch, dim), jnp.float32)
+  arch = "-".join(str(w) for w in (dim, *widths))
+  return config, tasks.get_task("autoencoder"), model, {"inputs": x, "targets": x}, \
+      f"{args.dataset} autoencoder {arch} (mirrored)"
+
+
+SETUPS = {"cifar": _cifar_setup, "autoencoder": _autoencoder_setup}
+
+
+def build_steps(args):
+  """Per optimizer: a closure running ``n`` steps and returning the last stats; plus a description."""
+  config, task, model, batch, what = SETUPS[args.task](args)
+  params, model_state = tasks.init_model(model, jax.random.PRNGKey(0), batch["inputs"])
+  loss_fn = tasks.make_loss_fn(task, model)
+  rng = jax.random.PRNGKey(1)
+  runners = {}
+  for name in args.optimizers:
+    run_config = config.copy_and_resolve_references()
+    run_config.optimizer = name
+    run_config = train.resolve_config(run_config)
+    opt = optimizers_lib.build_optimizer(run_config, loss_fn, run_config.learning_rate)
+    # Each optimizer trains its own copy (the step donates its inputs).
+    state = {"p": jax.tree.map(jnp.copy, params), "m": jax.tree.map(jnp.copy, model_state)}
+    state["o"] = opt.init(state["p"], state["m"], rng, batch)
+
+    def run(n, opt=opt, state=state):
+      stats = None
+      for _ in range(n):
+        state["p"], state["m"], state["o"], stats = opt.step(state["p"], state["m"], state["o"],
+                                                             rng, batch)
+      jax.block_until_ready(stats)
+      return stats
+
+    runners[name] = run
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  return runners, f"{what}, {num_params:,} parameters, batch {args.batch}"
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--task", choices=sorted(SETUPS), default="cifar")
+  parser.add_argument("--depth", type=int, default=20, help="ResNet depth 6n+2 (cifar)")
+  parser.add_argument("--dataset", choices=sorted(models.ARCHITECTURES), default="curves",
+                      help="autoencoder architecture (autoencoder)")
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--steps", type=int, default=50, help="steps per timed window")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--optimizers", default="adam,adagrad,kfac,shampoo,adablock,mbag,mbag_n,mbag_ema")
+  parser.add_argument("--json", default=None, help="append the results to this JSON lines file")
+  args = parser.parse_args(argv)
+  args.optimizers = [s for s in args.optimizers.split(",") if s]
+  if "adam" not in args.optimizers:
+    args.optimizers.insert(0, "adam")
+
+  runners, what = build_steps(args)
+  compile_times = {}
+  for name, run in runners.items():
+    start = time.perf_counter()
+    run(args.steps)  # compiles every kind of step and fills the periodic state
+    compile_times[name] = time.perf_counter() - start
+  times = {name: [] for name in runners}
+  for _ in range(args.rounds):
+    for name, run in runners.items():
+      start = time.perf_counter()
+      run(args.steps)
+      times[name].append((time.perf_counter() - start) / args.steps)
+  median = {name: statistics.median(ts) for name, ts in times.items()}
+  device = jax.devices()[0]
+  hardware = f"{device.device_kind} ({device.platform}), {platform.processor() or platform.machine()}"
+  print(f"{what}; {hardware}; {args.steps} steps per window, median of {args.rounds} rounds")
+  print(f"{'optimizer':<10} {'s/step':>9} {'vs adam':>8} {'paper':>6} {'warm-up s':>10}")
+  for name in runners:
+    paper = PAPER_RATIOS.get(name)
+    print(f"{name:<10} {median[name]:>9.4f} {median[name] / median['adam']:>7.2f}x "
+          f"{'' if paper is None else f'{paper:.2f}x':>6} {compile_times[name]:>10.1f}")
+  if args.json:
+    with open(args.json, "a", encoding="utf-8") as f:
+      for name in runners:
+        f.write(json.dumps({"benchmark": "step_time", "task": args.task, "model": what,
+                            "optimizer": name, "seconds_per_step": median[name],
+                            "ratio_to_adam": median[name] / median["adam"],
+                            "all_rounds": times[name], "steps_per_window": args.steps,
+                            "hardware": hardware, "jax_version": jax.__version__,
+                            "command": " ".join(["python -m benchmarks.step_time", *sys.argv[1:]])})
+                + "\n")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,87 @@
+"""What both entry points share: their flags, and running a config with clear errors and exit codes.
+
+Exit status: 0 done; 1 the run failed with a clear message (data missing or
+corrupted, loss not finite); 2 bad flags or config; 128 + signal number when
+stopped by SIGINT / SIGTERM (a checkpoint was saved: run the same command again
+to resume).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from typing import Sequence
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
+
+
+def define_flags(config_file: str, flag_values: flags.FlagValues = flags.FLAGS,
+                 argv: Sequence[str] | None = None) -> None:
+  """Defines ``--config`` (default ``experiments/configs/<config_file>``), ``--workdir``, ``--data_dir``.
+
+  ``argv``: the command line the ``--config.<field>`` overrides are read from
+  (ml_collections reads ``sys.argv`` when None).
+  """
+  config_flags.DEFINE_config_file(
+      "config", str(CONFIG_DIR / config_file),
+      "Config file and preset, e.g. experiments/configs/cifar.py:smoke; override fields with "
+      "--config.<field>=<value>.", flag_values=flag_values, lock_config=False,
+      sys_argv=None if argv is None else list(argv))
+  flags.DEFINE_string("workdir", None, "Directory of the run (created; an existing run resumes).",
+                      flag_values=flag_values)
+  flags.DEFINE_string("data_dir", None, "Where to look for the data set first.",
+                      flag_values=flag_values)
+  flags.mark_flag_as_required("workdir", flag_values=flag_values)
+
+
+def run_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> int:
+  """Runs the parsed flags' config through ``experiments.train.run``; returns the exit status."""
+  from experiments import train  # pylint: disable=import-outside-toplevel
+  from experiments.data import common as data_common  # pylint: disable=import-outside-toplevel
+
+  try:
+    result = train.run(flag_values.config, flag_values.workdir, flag_values.data_dir)
+  except train.Interrupted as e:
+    logging.warning("%s", e)
+    print(f"interrupted: {e}", file=sys.stderr)
+    return 128 + e.signum
+  except (train.NonFiniteError, data_common.DatasetNotFoundError, data_common.ChecksumError) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except ValueError as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  keys = ("step", "epoch", "train_loss", "test_loss", "test_accuracy")
+  print(" ".join(f"{k}={result.summary[k]:.6g}" for k in keys if k in result.summary)
+        + f"  ({result.workdir})")
+  return 0
+
+
+def main(argv: Sequence[str], config_file: str) -> int:
+  """Parses ``argv`` (``argv[0]`` is the program name) with fresh flags and runs: for in-process use.
+
+  Returns:
+    The exit status (see the module docstring).
+  """
+  flag_values = flags.FlagValues()
+  define_flags(config_file, flag_values, argv)
+  try:
+    flag_values(list(argv))
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return run_from_flags(flag_values)
+
+
+def absl_main(argv: Sequence[str]) -> int:
+  """``app.run`` target after :func:`define_flags` on the global flags."""
+  from absl import app  # pylint: disable=import-outside-toplevel
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {list(argv[1:])}; fields go as --config.<field>=...")
+  return run_from_flags()

@@ -1,0 +1,85 @@
+"""Fields every run has, per-optimizer hyperparameters and learning rates, preset selection.
+
+Learning rates: ``config.learning_rate`` (None by default) is resolved by the
+training loop to ``config.learning_rates[config.optimizer]`` unless set on the
+command line. How the defaults were chosen is documented with each table below.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import ml_collections
+
+OPTIMIZER_NAMES = ("adam", "adagrad", "kfac", "shampoo", "adablock", "mbag", "mbag_n", "mbag_ema")
+
+
+def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: int = 50,
+                     block_size: int = 32) -> ml_collections.ConfigDict:
+  """Hyperparameters per optimizer (keyword arguments of its constructor), the paper's where it says.
+
+  Args:
+    lam: MBAG's lambda (initial accumulator value), also used by MBAG-N and MBAG-EMA.
+    newton_schulz_steps: T_NS.
+    t1: statistics / curvature update interval of Shampoo and KFAC.
+    t2: root / inverse interval of Shampoo and KFAC, and T_sqr of MBAG.
+    block_size: tau for MBAG and AdaBlock.
+  """
+  mbag = dict(block_size=block_size, initial_accumulator_value=lam, momentum=0.9,
+              root_interval=t2, newton_schulz_steps=newton_schulz_steps)
+  return ml_collections.ConfigDict({
+      "adam": dict(b1=0.9, b2=0.999, eps=1e-8),
+      "adagrad": dict(initial_accumulator_value=0.1, eps=1e-7),
+      "kfac": dict(damping=1e-3, momentum=0.9, curvature_update_period=t1,
+                   inverse_update_period=t2),
+      "shampoo": dict(statistics_interval=t1, root_interval=t2, epsilon=1e-4, momentum=0.9),
+      "adablock": dict(block_size=block_size, b1=0.9, b2=0.999, eps=1e-8, root_interval=1),
+      "mbag": mbag,
+      "mbag_n": dict(block_size=block_size, initial_accumulator_value=lam, momentum=0.9),
+      "mbag_ema": dict(mbag, decay=0.99),
+  })
+
+
+def base_config(*, task: str, dataset: str, preset: str,
+                learning_rates: Mapping[str, float]) -> ml_collections.ConfigDict:
+  """The fields of every run, with neutral values that each config file then sets."""
+  missing = sorted(set(OPTIMIZER_NAMES) - set(learning_rates))
+  if missing:
+    raise ValueError(f"learning_rates has no entry for {missing}")
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.dataset = dataset
+  c.preset = preset
+  c.optimizer = "mbag"
+  c.seed = 0
+  c.model = ml_collections.ConfigDict()
+  c.batch_size = 128
+  c.eval_batch_size = 1000
+  c.num_epochs = 1
+  # None: learning_rates[optimizer]. Set it to override for the chosen optimizer.
+  c.learning_rate = ml_collections.FieldReference(None, field_type=float)
+  c.learning_rates = ml_collections.ConfigDict(dict(learning_rates))
+  c.lr_decay_epochs = ()  # multiply the learning rate by lr_decay_factor at these epochs
+  c.lr_decay_factor = 0.1
+  c.weight_decay = 0.0  # added to the gradient (optax.add_decayed_weights; KFAC: to the objective)
+  c.train_subset = 0  # > 0: keep only the first N training examples (smoke runs)
+  c.test_subset = 0
+  c.eval_every_epochs = 1
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000  # also at the end, and when stopped by SIGINT / SIGTERM
+  c.keep_checkpoints = 2
+  c.track_bound = False  # log Theorem 1's terms (theory package; optimizer mbag only)
+  c.optimizer_config = optimizer_config(lam=0.01, newton_schulz_steps=5)
+  return c
+
+
+def select_preset(presets: Mapping[str, Callable[[], ml_collections.ConfigDict]],
+                  preset: str | None, default: str) -> ml_collections.ConfigDict:
+  """``presets[preset]()``; ValueError naming the known presets otherwise."""
+  name = preset or default
+  if name not in presets:
+    raise ValueError(f"unknown preset {name!r}; known presets: {sorted(presets)} "
+                     f"(select one as --config=<file>.py:<preset>)")
+  config = presets[name]()
+  config.preset = name
+  return config

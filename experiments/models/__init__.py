@@ -1,0 +1,12 @@
+"""Models of the experiments (flax linen): CIFAR ResNets, deep autoencoders, a small MLP."""
+
+from experiments.models.autoencoder import ARCHITECTURES
+from experiments.models.autoencoder import DeepAutoencoder
+from experiments.models.autoencoder import sparse_init
+from experiments.models.mlp import MLP
+from experiments.models.resnet import CifarResNet
+from experiments.models.resnet import blocks_per_stage
+from experiments.models.resnet import option_a_shortcut
+
+__all__ = ("ARCHITECTURES", "CifarResNet", "DeepAutoencoder", "MLP", "blocks_per_stage",
+           "option_a_shortcut", "sparse_init")

@@ -1,0 +1,80 @@
+r"""A learning-rate sweep: one run per (optimizer, learning rate) of a config, and the best of each.
+
+  python -m experiments.sweep --config=experiments/configs/digits.py:demo \
+      --optimizers=adam,mbag --learning_rates=1e-4,1e-3,1e-2,1e-1 --workdir=runs/sweep
+
+Each run goes to ``<workdir>/<optimizer>/lr_<lr>`` (an existing finished run is
+reused). The score is the final ``test_loss`` (``--metric`` to change it; lower
+is better); a run whose loss stopped being finite scores infinity. Prints a
+table and writes ``<workdir>/sweep.json``. This is how the learning rates in
+``experiments/configs`` were chosen (see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+from typing import Sequence
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file and preset.",
+                                          lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep's runs.", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to look for the data set first.")
+_OPTIMIZERS = flags.DEFINE_list("optimizers", None, "Optimizers (default: all in the config).")
+_LRS = flags.DEFINE_list("learning_rates", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1",
+                                            "3e-1", "1"], "Learning rates to try.")
+_METRIC = flags.DEFINE_string("metric", "test_loss", "Metric of the final record; lower is better.")
+
+
+def sweep(config, workdir: pathlib.Path, optimizers: Sequence[str], learning_rates: Sequence[float],
+          metric: str, data_dir: str | None = None) -> dict[str, dict[str, float]]:
+  """``{optimizer: {str(lr): final metric}}`` (infinity where the run diverged)."""
+  results: dict[str, dict[str, float]] = {}
+  for name in optimizers:
+    results[name] = {}
+    for lr in learning_rates:
+      run_config = config.copy_and_resolve_references()
+      run_config.optimizer = name
+      run_config.learning_rate = float(lr)
+      try:
+        summary = train.run(run_config, workdir / name / f"lr_{lr:g}", data_dir).summary
+        value = float(summary.get(metric, math.inf))
+      except train.NonFiniteError:
+        value = math.inf
+      results[name][f"{lr:g}"] = value if math.isfinite(value) else math.inf
+      print(f"{name:>9} lr={lr:<8g} {metric}={value:.5g}", flush=True)
+  return results
+
+
+def best(results: dict[str, dict[str, float]]) -> dict[str, str]:
+  """The learning rate with the lowest score, per optimizer."""
+  return {name: min(scores, key=scores.get) for name, scores in results.items()}
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  optimizers = _OPTIMIZERS.value or list(config.learning_rates.keys())
+  lrs = [float(v) for v in _LRS.value]
+  workdir = pathlib.Path(_WORKDIR.value)
+  results = sweep(config, workdir, optimizers, lrs, _METRIC.value, _DATA_DIR.value)
+  chosen = best(results)
+  header = f"{'optimizer':>9} " + " ".join(f"{lr:>9g}" for lr in lrs) + "   best"
+  print(header)
+  for name, scores in results.items():
+    print(f"{name:>9} " + " ".join(f"{scores[f'{lr:g}']:>9.4g}" for lr in lrs) + f"   {chosen[name]}")
+  (workdir / "sweep.json").write_text(json.dumps(
+      {"metric": _METRIC.value, "results": results, "best": chosen,
+       "command": " ".join(sys.argv)}, indent=2, allow_nan=True) + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,119 @@
+"""Configs: the paper's values in the presets, command-line overrides, every optimizer buildable."""
+
+import pathlib
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from experiments import optimizers
+from experiments import train
+from experiments.configs import autoencoder
+from experiments.configs import cifar
+from experiments.configs import common
+from experiments.configs import digits
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIG_MODULES = {"cifar": cifar, "autoencoder": autoencoder, "digits": digits}
+ALL_PRESETS = [(name, preset) for name, module in CONFIG_MODULES.items() for preset in module.PRESETS]
+
+
+def test_cifar_paper_preset_has_the_papers_settings():
+  c = cifar.get_config("paper")
+  assert (c.task, c.dataset, c.preset, c.model.depth) == ("cifar", "cifar10", "paper", 56)
+  assert (c.batch_size, c.num_epochs, tuple(c.lr_decay_epochs), c.lr_decay_factor) == (
+      128, 200, (100, 150), 0.1)
+  m = c.optimizer_config.mbag
+  assert (m.block_size, m.initial_accumulator_value, m.momentum, m.root_interval,
+          m.newton_schulz_steps) == (32, 0.01, 0.9, 50, 5)
+  assert c.optimizer_config.adablock.block_size == 32
+  assert (c.optimizer_config.kfac.curvature_update_period,
+          c.optimizer_config.kfac.inverse_update_period) == (5, 50)
+  assert (c.optimizer_config.shampoo.statistics_interval,
+          c.optimizer_config.shampoo.root_interval) == (5, 50)
+
+
+def test_autoencoder_paper_preset_has_the_papers_settings():
+  c = autoencoder.get_config("paper")
+  assert (c.task, c.batch_size, c.preset) == ("autoencoder", 512, "paper")
+  m = c.optimizer_config.mbag
+  assert (m.initial_accumulator_value, m.newton_schulz_steps, m.root_interval, m.momentum) == (
+      0.1, 7, 50, 0.9)
+  assert (c.optimizer_config.kfac.curvature_update_period,
+          c.optimizer_config.shampoo.root_interval) == (5, 50)
+
+
+def test_get_config_defaults_to_paper_and_rejects_unknown_presets():
+  assert cifar.get_config().preset == "paper"
+  assert autoencoder.get_config(None).preset == "paper"
+  with pytest.raises(ValueError, match=r"unknown preset 'fast'.*\['paper', 'short', 'smoke'\]"):
+    cifar.get_config("fast")
+
+
+@pytest.mark.parametrize("name,preset", ALL_PRESETS)
+def test_every_preset_resolves_and_builds_every_optimizer(name, preset):
+  """Hyperparameter names must be those of the constructors (unknown names raise)."""
+  for opt in common.OPTIMIZER_NAMES:
+    config = CONFIG_MODULES[name].get_config(preset)
+    config.optimizer = opt
+    resolved = train.resolve_config(config)
+    assert resolved.learning_rate == config.learning_rates[opt]
+    built = optimizers.build_optimizer(resolved, lambda *a: None, resolved.learning_rate)
+    assert built.name == opt
+
+
+def test_autoencoder_architecture_follows_the_dataset_unless_set():
+  config = autoencoder.get_config("paper")
+  config.dataset = "curves"
+  assert tuple(train.resolve_config(config).model.encoder_widths) == (400, 200, 100, 50, 25, 6)
+  config.dataset = "faces"
+  assert tuple(train.resolve_config(config).model.encoder_widths) == (2000, 1000, 500, 30)
+  assert tuple(train.resolve_config(autoencoder.get_config("smoke")).model.encoder_widths) == (32, 8)
+
+
+def _parse(argv):
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=False,
+                                  sys_argv=["prog", *argv])
+  fv(["prog", *argv])
+  return fv.config
+
+
+def test_command_line_selects_preset_and_overrides_fields():
+  config = _parse([f"--config={CONFIG_DIR / 'cifar.py'}:smoke", "--config.optimizer=adam",
+                   "--config.seed=3", "--config.learning_rate=0.5",
+                   "--config.optimizer_config.mbag.block_size=8", "--config.lr_decay_epochs=(3,)",
+                   "--config.track_bound=true"])
+  assert (config.preset, config.optimizer, config.seed, config.learning_rate) == ("smoke", "adam", 3, 0.5)
+  assert config.optimizer_config.mbag.block_size == 8
+  assert tuple(config.lr_decay_epochs) == (3,)
+  assert config.track_bound is True
+  assert train.resolve_config(config).learning_rate == 0.5  # an explicit value beats the table
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("batch_size", 0, "batch_size must be an integer >= 1"),
+    ("learning_rate", -1.0, "learning_rate must be a number > 0"),
+    ("lr_decay_epochs", (150, 100), "lr_decay_epochs must be increasing"),
+    ("task", "imagenet", "config.task='imagenet' is not a known task"),
+])
+def test_invalid_fields_are_named(field, value, message):
+  config = cifar.get_config("smoke")
+  config[field] = value
+  with pytest.raises(ValueError, match=message):
+    train.resolve_config(config)
+
+
+def test_learning_rate_schedule_decays_at_the_epochs():
+  config = train.resolve_config(cifar.get_config("paper"))
+  schedule = train.learning_rate_schedule(config, steps_per_epoch=391)
+  lr = config.learning_rate
+  assert float(schedule(100 * 391 - 1)) == pytest.approx(lr)
+  assert float(schedule(100 * 391)) == pytest.approx(0.1 * lr)
+  assert float(schedule(150 * 391)) == pytest.approx(0.01 * lr)
+
+
+@pytest.mark.parametrize("module,path", [(cifar, "experiments/configs/cifar.py:paper"),
+                                         (autoencoder, "experiments/configs/autoencoder.py:paper")])
+def test_docstrings_hold_the_launch_command(module, path):
+  assert f"--config={path}" in module.__doc__
