@@ -73,8 +73,9 @@ def main(argv: Sequence[str], config_file: str) -> int:
   define_flags(config_file, flag_values, argv)
   try:
     flag_values(list(argv))
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections raises AttributeError / KeyError for --config.<unknown field>.
+    print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
     return 2
   return run_from_flags(flag_values)
 

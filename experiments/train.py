@@ -219,20 +219,33 @@ def _load_theory():
   return theory
 
 
-def _make_tracker(config, params, opt_state):
-  """``(tracker_state, update_fn)`` for Theorem 1's terms, or ``((), None)`` when not tracking."""
+def _check_track_bound(config) -> None:
+  """Raises a clear error when ``config.track_bound`` cannot be honoured."""
   if not config.track_bound:
-    return (), None
+    return
   if config.optimizer != "mbag":
     raise ValueError(f"config.track_bound=True tracks Theorem 1, which is about Algorithm 1: "
                      f"use --config.optimizer=mbag (got {config.optimizer!r})")
+  _load_theory()
+
+
+def _make_tracker(config, opt_state):
+  """``(tracker_state, update_fn)`` for Theorem 1's terms, or ``((), None)`` when not tracking.
+
+  ``update_fn(tracker, opt_state, stats)`` runs after every step (the theorem's sums need
+  every step; it costs an ``eigvalsh`` of every block of H and of the roots).
+  """
+  if not config.track_bound:
+    return (), None
+  _check_track_bound(config)
   theory = _load_theory()
   lam = float(config.optimizer_config.mbag.initial_accumulator_value)
-  tracker = theory.init_tracker(params, opt_state, eta=float(config.learning_rate), lam=lam)
+  # params=None: the step returns the gradient's global norm, not the gradient, so the tracker
+  # keeps the theorem's sums and the norms but not the elliptical-potential sums.
+  tracker = theory.init_tracker(None, opt_state, eta=float(config.learning_rate), lam=lam)
 
-  def update(ts, opt_state, grad_norm):
-    # update_tracker only takes the global norm of ``grads``; the step reports it directly.
-    return theory.update_tracker(ts, opt_state, {"grad_norm": grad_norm})
+  def update(ts, opt_state, stats):
+    return theory.update_tracker(ts, opt_state, stats["grad_norm"], loss=stats["loss"])
 
   return tracker, jax.jit(update)
 
@@ -312,10 +325,7 @@ def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
 
   config = resolve_config(config)
   task = tasks_lib.get_task(config.task)
-  if config.track_bound:
-    _load_theory()
-    if config.optimizer != "mbag":
-      _make_tracker(config, None, None)  # raises the error naming the optimizer
+  _check_track_bound(config)
   dataset = _subset(data_lib.load_dataset(config.dataset, None if data_dir is None else str(data_dir)),
                     config)
   task.check_dataset(dataset)
@@ -373,10 +383,11 @@ def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
     return get_batch(x_train, y_train, perm, np.int32(step % steps_per_epoch), np.int32(step))
 
   first_batch, first_rng = batch_at(0, permutation(0))
-  params, model_state = tasks_lib.init_model(model, init_key, first_batch["inputs"])
+  params, model_state = jax.jit(lambda k, x: tasks_lib.init_model(model, k, x))(
+      init_key, first_batch["inputs"])
   num_params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
   opt_state = optimizer.init(params, model_state, first_rng, first_batch)
-  tracker, update_tracker = _make_tracker(config, params, opt_state)
+  tracker, update_tracker = _make_tracker(config, opt_state)
   state = TrainState(params, model_state, opt_state, tracker)
 
   step, wall_offset = 0, 0.0
@@ -455,7 +466,7 @@ def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
           params, model_state, opt_state, stats = optimizer.step(
               params, model_state, opt_state, rng, batch)
           if update_tracker is not None:
-            tracker, tracker_scalars = update_tracker(tracker, opt_state, stats["grad_norm"])
+            tracker, tracker_scalars = update_tracker(tracker, opt_state, stats)
           pending.append(stats)
           step += 1
           bar.update(1)

@@ -15,7 +15,8 @@ OPTIMIZER_NAMES = ("adam", "adagrad", "kfac", "shampoo", "adablock", "mbag", "mb
 
 
 def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: int = 50,
-                     block_size: int = 32) -> ml_collections.ConfigDict:
+                     block_size: int = 32, fuse_blocks: bool | None = None
+                     ) -> ml_collections.ConfigDict:
   """Hyperparameters per optimizer (keyword arguments of its constructor), the paper's where it says.
 
   Args:
@@ -24,19 +25,24 @@ def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: i
     t1: statistics / curvature update interval of Shampoo and KFAC.
     t2: root / inverse interval of Shampoo and KFAC, and T_sqr of MBAG.
     block_size: tau for MBAG and AdaBlock.
+    fuse_blocks: when set, passed to MBAG, MBAG-N, MBAG-EMA and AdaBlock (True: equal-size
+      blocks of all layers in one array; fewer, larger operations, which compile faster;
+      None: the library default, one array per layer).
   """
   mbag = dict(block_size=block_size, initial_accumulator_value=lam, momentum=0.9,
               root_interval=t2, newton_schulz_steps=newton_schulz_steps)
+  fuse = {} if fuse_blocks is None else {"fuse_blocks": fuse_blocks}
   return ml_collections.ConfigDict({
       "adam": dict(b1=0.9, b2=0.999, eps=1e-8),
       "adagrad": dict(initial_accumulator_value=0.1, eps=1e-7),
       "kfac": dict(damping=1e-3, momentum=0.9, curvature_update_period=t1,
                    inverse_update_period=t2),
       "shampoo": dict(statistics_interval=t1, root_interval=t2, epsilon=1e-4, momentum=0.9),
-      "adablock": dict(block_size=block_size, b1=0.9, b2=0.999, eps=1e-8, root_interval=1),
-      "mbag": mbag,
-      "mbag_n": dict(block_size=block_size, initial_accumulator_value=lam, momentum=0.9),
-      "mbag_ema": dict(mbag, decay=0.99),
+      "adablock": dict(block_size=block_size, b1=0.9, b2=0.999, eps=1e-8, root_interval=1,
+                       **fuse),
+      "mbag": dict(mbag, **fuse),
+      "mbag_n": dict(block_size=block_size, initial_accumulator_value=lam, momentum=0.9, **fuse),
+      "mbag_ema": dict(mbag, decay=0.99, **fuse),
   })
 
 
