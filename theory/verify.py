@@ -16,7 +16,7 @@ Settings (:data:`SETTINGS`):
 * ``practical``: the paper's settings: momentum 0.9, 5 Newton-Schulz steps every 50 steps.
 
 Only ``theorem`` is covered by the theorem; the others evaluate the same formula with the gamma of
-the roots used. Terms: see :mod:`theory.tracker` and ``theory/README_SECTION.md``.
+the roots used. Terms: see :mod:`theory.tracker` and README "Theorem 1, measured".
 """
 
 from __future__ import annotations
