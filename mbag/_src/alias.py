@@ -5,6 +5,7 @@ from __future__ import annotations
 import optax
 
 from mbag._src import partition
+from mbag._src import sharding
 from mbag._src import transform
 
 
@@ -29,6 +30,7 @@ def mbag(
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = False,
     statistics_dtype=None,
+    shard_blocks: sharding.ShardBlocks = None,
 ) -> optax.GradientTransformation:
   r"""MBAG (Algorithm 1): mini-block full-matrix AdaGrad with heavy-ball momentum.
 
@@ -46,7 +48,8 @@ def mbag(
     newton_schulz_steps: T_NS.
     root_method: "newton_schulz" or "eigh".
     newton_schulz_tolerance, newton_schulz_max_steps, root_warmup_steps, grouping,
-    fuse_blocks, statistics_dtype: see :func:`scale_by_mbag`.
+    fuse_blocks, statistics_dtype, shard_blocks: see :func:`scale_by_mbag`
+      (``shard_blocks="data"``: the statistics and roots sharded over the data axis).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -68,7 +71,8 @@ def mbag(
       block_size, initial_accumulator_value, root_interval, newton_schulz_steps, root_method,
       newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype)
+      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
+      shard_blocks=shard_blocks)
   return _with_momentum(pre, learning_rate, momentum)
 
 
@@ -88,6 +92,7 @@ def mbag_ema(
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = False,
     statistics_dtype=None,
+    shard_blocks: sharding.ShardBlocks = None,
 ) -> optax.GradientTransformation:
   r"""MBAG-EMA (Algorithm 2): ``v_t = beta v_{t-1} + G_t^{-1/2} g_t`` with an EMA statistic.
 
@@ -101,7 +106,8 @@ def mbag_ema(
       decay, block_size, initial_accumulator_value, root_interval, newton_schulz_steps,
       root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype)
+      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
+      shard_blocks=shard_blocks)
   return _with_momentum(pre, learning_rate, momentum)
 
 
@@ -114,6 +120,7 @@ def mbag_n(
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = False,
     statistics_dtype=None,
+    shard_blocks: sharding.ShardBlocks = None,
 ) -> optax.GradientTransformation:
   r"""MBAG-N: ``v_t = beta v_{t-1} + H_t g_t`` (preconditioning by ``G_t^{-1}``, no root).
 
@@ -123,5 +130,5 @@ def mbag_n(
   transform.validate_hyperparameters(momentum=momentum, learning_rate=learning_rate)
   pre = transform.scale_by_mbag_n(
       block_size, initial_accumulator_value, grouping=grouping, fuse_blocks=fuse_blocks,
-      statistics_dtype=statistics_dtype)
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
   return _with_momentum(pre, learning_rate, momentum)

@@ -17,6 +17,7 @@ import optax
 
 from mbag._src import linalg
 from mbag._src import partition
+from mbag._src import sharding as sharding_lib
 
 Array = jax.Array
 RootMethod = Literal["newton_schulz", "eigh"]
@@ -137,6 +138,7 @@ def _block_preconditioner(
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = False,
     statistics_dtype=None,
+    shard_blocks: sharding_lib.ShardBlocks = None,
 ) -> optax.GradientTransformation:
   """The engine behind the three public preconditioners."""
   validate_hyperparameters(
@@ -147,20 +149,30 @@ def _block_preconditioner(
   block_size = int(block_size)
   statistics_dtype = jnp.dtype(statistics_dtype or jnp.float32)
   uses_root = algorithm != "inverse_direct"
+  shard_axes = sharding_lib.normalize(shard_blocks)
   root_kind = "inv_sqrt" if algorithm == "ema" else "sqrt"
 
   def layout_of(tree):
     return partition.make_layout(tree, block_size, grouping, fuse_blocks)
+
+  def block_sharding():
+    return None if shard_axes is None else sharding_lib.resolve(shard_axes)
 
   def init_fn(params):
     layout = layout_of(params)
     masks = partition.bucket_present_masks(params, layout)
     lam = jnp.asarray(initial_accumulator_value, statistics_dtype)
     stat_scale = lam if algorithm == "ema" else 1.0 / lam
-    # The statistics of a leaf sharded along its blocks are sharded the same way.
-    blocks = partition.tree_to_buckets(params, layout)
+    bs = block_sharding()
+    # The statistics of a leaf sharded along its blocks are sharded the same way, unless
+    # shard_blocks says where they go (padded with absent blocks to a multiple of the axes).
+    blocks = partition.tree_to_buckets(params, layout) if bs is None else None
 
     def identities(scale):
+      if bs is not None:
+        return tuple(sharding_lib.shard(
+            _masked_identity(sharding_lib.pad_mask(m, bs), scale).astype(statistics_dtype), bs)
+            for m in masks)
       return tuple(partition.like_blocks(_masked_identity(m, scale).astype(statistics_dtype), b)
                    for m, b in zip(masks, blocks))
 
@@ -197,7 +209,10 @@ def _block_preconditioner(
   def update_fn(updates, state, params=None):
     del params
     layout = layout_of(updates)
-    grads = [g.astype(statistics_dtype) for g in partition.tree_to_buckets(updates, layout)]
+    blocks = partition.tree_to_buckets(updates, layout)
+    bs = block_sharding()
+    sharding_lib.check_state(state.stats, [b.shape[0] for b in blocks], shard_axes, bs)
+    grads = [g.astype(statistics_dtype) for g in blocks]
     # A NaN/Inf anywhere in the gradient: the gradient counts as zero, so statistics and roots
     # stay exactly as they were and the direction is zero (the momentum that follows coasts).
     # The flag is reduced per bucket and materialised: a global reduction read directly inside
@@ -206,7 +221,11 @@ def _block_preconditioner(
     flags = jnp.stack([jnp.all(jnp.isfinite(g)) for g in grads]) if grads else jnp.ones([1], bool)
     finite = jax.lax.optimization_barrier(jnp.all(jax.lax.optimization_barrier(flags)))
     grads = [jnp.where(finite, g, 0.0) for g in grads]
+    if bs is not None:
+      grads = [sharding_lib.shard(g, bs) for g in grads]
     directions, new_state = _step(grads, state, optax.safe_int32_increment(state.count), finite)
+    if bs is not None:
+      directions = [sharding_lib.unshard(d, b.shape[0], b, bs) for d, b in zip(directions, blocks)]
     new_updates = partition.buckets_to_tree(directions, layout, updates)
     new_updates = jax.tree_util.tree_map(lambda n, u: n.astype(u.dtype), new_updates, updates)
     return new_updates, new_state
@@ -270,6 +289,7 @@ def scale_by_mbag(
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = False,
     statistics_dtype=None,
+    shard_blocks: sharding_lib.ShardBlocks = None,
 ) -> optax.GradientTransformation:
   r"""MBAG preconditioner (Algorithm 1): ``g -> H_t^{1/2} g`` per mini-block.
 
@@ -308,6 +328,12 @@ def scale_by_mbag(
       the CPU the per-leaf form measured faster (``python -m benchmarks.update_speed``)
       and it keeps every leaf's state shaped like that leaf's blocks.
     statistics_dtype: dtype of H and the roots (None: float32, also for bf16 params).
+    shard_blocks: None (default: the state follows the parameters' sharding), or a mesh
+      axis name or names over which the block axis of the statistics and roots is sharded
+      whatever the parameters' sharding: e.g. the data axis with replicated parameters
+      (data parallelism, ZeRO-style). Needs a mesh set by ``jax.set_mesh`` when init and
+      update run; block counts are padded with zero blocks to a multiple of the axes' size.
+      Explicit and auto mesh axes both work; see ``mbag/_src/sharding.py`` for the rules.
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByMBAGState`.
@@ -328,7 +354,8 @@ def scale_by_mbag(
       root_interval=root_interval, newton_schulz_steps=newton_schulz_steps,
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype)
+      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
+      shard_blocks=shard_blocks)
 
 
 def scale_by_mbag_ema(
@@ -345,6 +372,7 @@ def scale_by_mbag_ema(
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = False,
     statistics_dtype=None,
+    shard_blocks: sharding_lib.ShardBlocks = None,
 ) -> optax.GradientTransformation:
   r"""MBAG-EMA preconditioner (Algorithm 2): ``g -> G_t^{-1/2} g`` per mini-block.
 
@@ -353,8 +381,8 @@ def scale_by_mbag_ema(
     p_t = R_t g_t,\ R_t = G_t^{-1/2} \text{ every } T_{sqr} \text{ steps},\ R_0 = \lambda^{-1/2} I.
 
   The inverse root is the ``Y`` output of the same Newton-Schulz iteration
-  run on ``G`` (no Sherman-Morrison). Arguments as in :func:`scale_by_mbag`,
-  plus ``decay`` (alpha, in (0, 1)). Non-finite gradients leave G unchanged.
+  run on ``G`` (no Sherman-Morrison). Arguments (``shard_blocks`` too) as in
+  :func:`scale_by_mbag`, plus ``decay`` (alpha, in (0, 1)). Non-finite gradients leave G unchanged.
 
   References:
     Lee, "MBAG", Algorithm 2.
@@ -364,7 +392,8 @@ def scale_by_mbag_ema(
       decay=decay, root_interval=root_interval, newton_schulz_steps=newton_schulz_steps,
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype)
+      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
+      shard_blocks=shard_blocks)
 
 
 def scale_by_mbag_n(
@@ -374,16 +403,17 @@ def scale_by_mbag_n(
     grouping: partition.Grouping | None = None,
     fuse_blocks: bool = False,
     statistics_dtype=None,
+    shard_blocks: sharding_lib.ShardBlocks = None,
 ) -> optax.GradientTransformation:
   r"""MBAG-N preconditioner: ``g -> H_t g`` per mini-block, with H_t as in Algorithm 1.
 
   No square root: the gradient is preconditioned by ``G_t^{-1}`` at every step
-  (Section IV.B, "MBAG-N").
+  (Section IV.B, "MBAG-N"). Arguments as in :func:`scale_by_mbag`.
   """
   return _block_preconditioner(
       "inverse_direct", block_size=block_size,
       initial_accumulator_value=initial_accumulator_value, grouping=grouping,
-      fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype)
+      fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
 
 
 def find_mbag_state(opt_state: Any) -> ScaleByMBAGState:
