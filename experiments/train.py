@@ -25,6 +25,11 @@ What a run does, in order:
 6. stops with :class:`NonFiniteError` when the loss or the gradient norm of a
    step is not finite (checked at every record, naming the first bad step).
 
+With ``config.data_parallel`` the same loop runs under a data mesh over all devices
+(``experiments.parallel``): params, model state and data replicated, each training and test
+batch split over the devices, gradients averaged by the jitted step (the loss is a mean over
+the global batch), MBAG's statistics sharded over the devices.
+
 The step time excludes the first step after (re)starting (it includes
 compilation: logged once as ``compile_time``), evaluation and checkpointing.
 """
@@ -52,6 +57,7 @@ import tqdm
 
 from experiments import checkpoints
 from experiments import metrics as metrics_lib
+from experiments import parallel
 from experiments import tasks as tasks_lib
 
 CONFIG_FILE = "config.json"
@@ -117,7 +123,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   config = ml_collections.ConfigDict(config.to_dict())
   for field in ("task", "dataset", "optimizer", "seed", "learning_rates", "optimizer_config",
                 "lr_decay_epochs", "lr_decay_factor", "train_subset", "test_subset",
-                "track_bound", "weight_decay", *_POSITIVE_INTS):
+                "track_bound", "weight_decay", "data_parallel", *_POSITIVE_INTS):
     if field not in config:
       raise ValueError(f"config has no field {field!r} (see experiments/configs/common.py)")
   for field in _POSITIVE_INTS:
@@ -142,6 +148,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     raise ValueError(f"config.lr_decay_factor must be a number > 0, got {config.lr_decay_factor!r}")
   if not isinstance(config.track_bound, bool):
     raise ValueError(f"config.track_bound must be true or false, got {config.track_bound!r}")
+  parallel.check_config(config)
   tasks_lib.get_task(config.task).resolve_config(config)
   return config
 
@@ -167,6 +174,7 @@ def describe_hardware() -> str:
 
 def _check_resumable(path: pathlib.Path, config: ml_collections.ConfigDict) -> None:
   old = json.loads(path.read_text(encoding="utf-8"))
+  old.setdefault("data_parallel", False)  # runs written before the field existed
   new = json.loads(config.to_json())
   changed = sorted(k for k in set(new) | set(k for k in old if k in new)
                    if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
@@ -192,10 +200,13 @@ def _subset(dataset, config):
                           x_test=dataset.x_test[:n_test], y_test=dataset.y_test[:n_test])
 
 
-def _eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
-  """``x, y, mask`` reshaped to ``[num_batches, batch, ...]``, the last batch zero-padded."""
+def _eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int, multiple_of: int = 1):
+  """``x, y, mask`` reshaped to ``[num_batches, batch, ...]``, the last batch zero-padded.
+
+  The batch is ``min(batch_size, len(x))`` rounded up to a multiple of ``multiple_of``.
+  """
   n = len(x)
-  batch_size = min(batch_size, n)
+  batch_size = -(-min(batch_size, n) // multiple_of) * multiple_of
   num_batches = -(-n // batch_size)
   pad = num_batches * batch_size - n
   mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
@@ -320,10 +331,18 @@ def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
     ValueError: an invalid config, or a workdir holding a run with another config.
     experiments.data.common.DatasetNotFoundError / ChecksumError: from the data loader.
   """
+  config = resolve_config(config)
+  # config.data_parallel: the whole run under a data mesh (experiments/parallel.py).
+  mesh = parallel.make_mesh(config)
+  with parallel.use_mesh(mesh):
+    return _run(config, workdir, data_dir, mesh)
+
+
+def _run(config, workdir, data_dir, mesh) -> RunResult:
+  """:func:`run` with a resolved config, under ``mesh`` (None: one device)."""
   from experiments import data as data_lib  # pylint: disable=import-outside-toplevel
   from experiments import optimizers  # pylint: disable=import-outside-toplevel
 
-  config = resolve_config(config)
   task = tasks_lib.get_task(config.task)
   _check_track_bound(config)
   dataset = _subset(data_lib.load_dataset(config.dataset, None if data_dir is None else str(data_dir)),
@@ -350,9 +369,11 @@ def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
 
   root = jax.random.PRNGKey(config.seed)
   init_key, shuffle_key, augment_key, step_key = jax.random.split(root, 4)
-  x_train, y_train = jax.device_put(dataset.x_train), jax.device_put(dataset.y_train)
-  test_x, test_y, test_mask = (jax.device_put(a) for a in _eval_batches(
-      dataset.x_test, dataset.y_test, config.eval_batch_size))
+  # Data parallel: the training set replicated, test batches and training batches split.
+  x_train, y_train = parallel.put_replicated((dataset.x_train, dataset.y_train), mesh)
+  test_batches = _eval_batches(dataset.x_test, dataset.y_test, config.eval_batch_size,
+                               parallel.num_shards(mesh))
+  test_x, test_y, test_mask = parallel.put_split(test_batches, mesh, axis=1)
   batch_size = config.batch_size
 
   @jax.jit
@@ -364,7 +385,8 @@ def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
     idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
     xb, yb = jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
     inputs = task.train_inputs(jax.random.fold_in(augment_key, step), xb)
-    return {"inputs": inputs, "targets": task.targets(xb, yb)}, jax.random.fold_in(step_key, step)
+    batch = parallel.split_batch({"inputs": inputs, "targets": task.targets(xb, yb)}, mesh)
+    return batch, jax.random.fold_in(step_key, step)
 
   eval_batch = tasks_lib.make_eval_fn(task, model)
 
@@ -383,8 +405,8 @@ def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
     return get_batch(x_train, y_train, perm, np.int32(step % steps_per_epoch), np.int32(step))
 
   first_batch, first_rng = batch_at(0, permutation(0))
-  params, model_state = jax.jit(lambda k, x: tasks_lib.init_model(model, k, x))(
-      init_key, first_batch["inputs"])
+  params, model_state = parallel.put_replicated(jax.jit(
+      lambda k, x: tasks_lib.init_model(model, k, x))(init_key, first_batch["inputs"]), mesh)
   num_params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
   opt_state = optimizer.init(params, model_state, first_rng, first_batch)
   tracker, update_tracker = _make_tracker(config, opt_state)

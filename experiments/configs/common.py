@@ -75,6 +75,9 @@ def base_config(*, task: str, dataset: str, preset: str,
   c.checkpoint_every_steps = 1000  # also at the end, and when stopped by SIGINT / SIGTERM
   c.keep_checkpoints = 2
   c.track_bound = False  # log Theorem 1's terms (theory package; optimizer mbag only)
+  # Split each batch over all devices (all processes' devices), params replicated, MBAG's
+  # statistics sharded over the devices (experiments/parallel.py). batch_size must divide.
+  c.data_parallel = False
   c.optimizer_config = optimizer_config(lam=0.01, newton_schulz_steps=5)
   return c
 

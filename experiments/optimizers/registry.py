@@ -5,6 +5,8 @@ the keyword arguments of the constructor in :data:`TRANSFORMS` (or of
 :func:`experiments.optimizers.kfac.kfac`), e.g. ``optimizer_config.mbag.block_size``.
 ``config.weight_decay`` (optional, default 0) is added to the gradient before
 the preconditioner (``optax.add_decayed_weights``; for KFAC, to the objective).
+``config.data_parallel`` (optional, default False) gives MBAG's constructors
+``shard_blocks="data"`` (see ``experiments.parallel``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Callable
 import optax
 
 import mbag
+from experiments import parallel
 from experiments.optimizers import adablock as adablock_lib
 from experiments.optimizers import base
 from experiments.optimizers import kfac as kfac_lib
@@ -45,8 +48,12 @@ def make_transformation(name: str, config: Any,
   """The optax transformation of optimizer ``name`` with the config's hyperparameters and weight decay."""
   if name not in TRANSFORMS:
     raise ValueError(f"{name!r} is not an optax optimizer; known: {sorted(TRANSFORMS)}")
+  # Under config.data_parallel, MBAG's statistics are sharded over the data axis.
+  data_parallel = bool(base._get(config, "data_parallel"))  # pylint: disable=protected-access
+  sharding = parallel.state_sharding(data_parallel, TRANSFORMS[name])
   tx = base.call_with_hyperparameters(
-      TRANSFORMS[name], base.hyperparameters(config, name), name, learning_rate=learning_rate)
+      TRANSFORMS[name], base.hyperparameters(config, name), name, learning_rate=learning_rate,
+      **sharding)
   decay = _weight_decay(config)
   return optax.chain(optax.add_decayed_weights(decay), tx) if decay else tx
 
