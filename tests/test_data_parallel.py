@@ -64,6 +64,11 @@ def test_data_parallel_run_matches_one_device():
   assert mbag_single["stats_rows"] == [1, 280] and mbag_multi["stats_rows"] == [8, 280]
   assert mbag_multi["mbag_bytes"] < mbag_single["mbag_bytes"] / 6
   assert "batch_size=36 is not a multiple of 8" in r["batch_size_error"]
+  # Stopped after epoch 1 and resumed (the sharded state restored from the checkpoint): the
+  # same 16 steps as one device.
+  resume = r["resume"]
+  assert resume["steps"] == [16, 16]
+  assert resume["max_abs_diff"] <= 16 * 64 * EPS * resume["max_abs_param"]
 
 
 def free_port():

@@ -2,7 +2,8 @@
 
 The digits smoke config (256 training examples, batch 32, 1 epoch: 8 steps, MBAG roots at steps
 4 and 8) trained by ``experiments.train.run`` on one device and with ``data_parallel=True`` on
-8 devices, for MBAG and Adam. The optimizer's step is wrapped to record the state's sharding.
+8 devices, for MBAG and Adam; and a data-parallel MBAG run resumed from its checkpoint. The
+optimizer's step is wrapped to record the state's sharding.
 """
 
 import os
@@ -68,6 +69,24 @@ def config_for(name, data_parallel):
   return c
 
 
+def resume_check():
+  """A data-parallel run stopped after epoch 1 and resumed to epoch 2 (restoring the sharded
+  MBAG state from its checkpoint) against 2 epochs on one device."""
+  two_epochs = {}
+  for dp in (False, True):
+    with tempfile.TemporaryDirectory() as workdir:
+      if dp:
+        train.run(config_for("mbag", True), workdir)
+      config = config_for("mbag", dp)
+      config.num_epochs = 2
+      two_epochs[dp] = train.run(config, workdir)
+  p1, p8 = (jax.tree.leaves(two_epochs[dp].params) for dp in (False, True))
+  return {"max_abs_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                              for a, b in zip(p1, p8)),
+          "max_abs_param": max(float(np.max(np.abs(np.asarray(a)))) for a in p1),
+          "steps": [two_epochs[False].summary["step"], two_epochs[True].summary["step"]]}
+
+
 def main():
   optimizers.build_optimizer = recording(optimizers.build_optimizer)
   out = {}
@@ -91,6 +110,8 @@ def main():
         "test_accuracy": [single.summary["test_accuracy"], multi.summary["test_accuracy"]],
         "single": seen1, "multi": seen8, "hardware": hardware8,
     }
+  if "mbag" in out:
+    out["resume"] = resume_check()
   bad = config_for("mbag", True)
   bad.batch_size = 36
   try:

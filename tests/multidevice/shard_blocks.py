@@ -58,7 +58,8 @@ def case(mesh, tx, params, grads):
     replicate = lambda t: jax.tree.map(lambda x: jax.device_put(x, P()), t)  # noqa: E731
     u, state, before = run_steps(tx, params, grads, replicate)
     s = mbag.find_mbag_state(state)
-    return {"u": u, "before": before, "after": specs(s), "stats_specs": [str(x.sharding.spec) for x in s.stats],
+    return {"u": u, "before": before, "after": specs(s),
+            "stats_specs": [str(x.sharding.spec) for x in s.stats],
             "update_specs": sorted(set(str(x.sharding.spec) for x in u.values())),
             "bytes": per_device_bytes(s), "stats_rows": [int(x.shape[0]) for x in s.stats],
             "root_residual": float(s.diagnostics.root_residual),
