@@ -5,7 +5,7 @@ r"""A learning-rate sweep: one run per (optimizer, learning rate) of a config, a
 
 Each run goes to ``<workdir>/<optimizer>/lr_<lr>`` (an existing finished run is
 reused). The score is the final ``test_loss`` (``--metric`` to change it; lower
-is better); a run whose loss stopped being finite scores infinity. Prints a
+is better); a run whose loss stopped being finite scores infinity (``null`` in the JSON). Prints a
 table and writes ``<workdir>/sweep.json``. This is how the learning rates in
 ``experiments/configs`` were chosen (see the README).
 """
@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import pathlib
 import sys
 from typing import Sequence
 
+import jax
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -59,6 +62,21 @@ def best(results: dict[str, dict[str, float]]) -> dict[str, str]:
   return {name: min(scores, key=scores.get) for name, scores in results.items()}
 
 
+def write_report(path: pathlib.Path, metric: str, results: dict[str, dict[str, float]],
+                 command: str) -> dict:
+  """Writes the sweep's JSON (strict: a diverged run's infinite score is ``null``); returns it."""
+  report = {
+      "metric": metric,
+      "results": {name: {lr: (v if math.isfinite(v) else None) for lr, v in scores.items()}
+                  for name, scores in results.items()},
+      "best": best(results),
+      "command": command,
+      "hardware": f"{platform.machine()} CPU, {os.cpu_count()} cores, jax {jax.__version__}",
+  }
+  path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+  return report
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -71,9 +89,8 @@ def main(argv):
   print(header)
   for name, scores in results.items():
     print(f"{name:>9} " + " ".join(f"{scores[f'{lr:g}']:>9.4g}" for lr in lrs) + f"   {chosen[name]}")
-  (workdir / "sweep.json").write_text(json.dumps(
-      {"metric": _METRIC.value, "results": results, "best": chosen,
-       "command": " ".join(sys.argv)}, indent=2, allow_nan=True) + "\n")
+  write_report(workdir / "sweep.json", _METRIC.value, results,
+               "python -m experiments.sweep " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":
