@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m examples.quickstart
+	$(PY) -m examples.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests

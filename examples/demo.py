@@ -1,6 +1,6 @@
 """The main job: MBAG against its baselines on scikit-learn's digits, offline, on a CPU in minutes.
 
-  python -m examples.demo [--optimizers adam,mbag,...] [--seeds 2] [--out runs/demo] [--no-autoencoder]
+  python -m examples.demo [--optimizers adam,mbag,...] [--seeds 3] [--out runs/demo] [--no-autoencoder]
 
 For every optimizer of the registry (adam, adagrad, kfac, shampoo, adablock,
 mbag, mbag_n, mbag_ema) and seed, it trains with the one training loop of
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--optimizers", default=",".join(common.OPTIMIZER_NAMES),
                       help="comma-separated registry names (default: all)")
-  parser.add_argument("--seeds", type=int, default=2)
+  parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--out", default="runs/demo", type=pathlib.Path)
   parser.add_argument("--epochs", type=int, default=None, help="override the presets' epochs")
   parser.add_argument("--no-autoencoder", action="store_true", help="classification only")
