@@ -40,7 +40,7 @@ def plot_figure3(runs: Sequence[runs_lib.Run], title: str):
   for col, dataset in enumerate(datasets):
     by_optimizer = plots.group_by_optimizer([r for r in runs if r.dataset == dataset])
     for row, (x_axis, x_label, scale) in enumerate(
-        (("x", "iteration", 1.0), ("wall", f"wall-clock time ({unit})", divisor))):
+        (("x", "iteration", 1.0), ("wall", plots.wall_time_label(runs, unit), divisor))):
       ax = axes[row, col]
       absent = plots.draw_metric(ax, by_optimizer, series.step_curve, "train_loss", x_axis, scale)
       ax.set_xlabel(x_label)

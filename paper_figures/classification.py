@@ -135,7 +135,7 @@ def plot_figure2(runs: Sequence[runs_lib.Run], title: str):
   missing = []
   for col, (metric, label) in enumerate(FIGURE2_PANELS):
     for row, (x_axis, x_label, scale) in enumerate(
-        (("x", "epoch", 1.0), ("wall", f"wall-clock time ({unit})", divisor))):
+        (("x", "epoch", 1.0), ("wall", plots.wall_time_label(runs, unit), divisor))):
       ax = axes[row, col]
       absent = plots.draw_metric(ax, by_optimizer, series.epoch_curve, metric, x_axis, scale)
       ax.set_xlabel(x_label)

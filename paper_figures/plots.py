@@ -88,6 +88,12 @@ def max_wall_time(runs: Sequence[runs_lib.Run]) -> float:
   return max((float(series.wall_clock(r).seconds.max()) for r in runs), default=0.0)
 
 
+def wall_time_label(runs: Sequence[runs_lib.Run], unit: str) -> str:
+  """Axis label of the wall-clock axes; says when logged compilation time was taken out."""
+  excluded = any(series.wall_clock(r).compile_seconds > 0 for r in runs)
+  return f"wall-clock time{', compilation excluded' if excluded else ''} ({unit})"
+
+
 def figure_legend(fig, axes) -> None:
   """One legend for the whole figure below the panels, from the first axes that has each label."""
   handles = {}

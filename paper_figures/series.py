@@ -7,7 +7,9 @@ Conventions (documented in README_SECTION.md):
     ``ABSOLUTE_TIME_THRESHOLD`` are taken as Unix timestamps and measured from
     the run's first record (which then sits at time 0); a clock that
     goes backwards (a resumed run whose clock restarted) is continued from the
-    last value before the restart;
+    last value before the restart; the JIT compilation a record reports as
+    ``compile_time`` (the training loop logs it once per start) is subtracted from
+    that record and every later one, so curves show training time, not compile time;
   * spread over seeds is the sample standard deviation (ddof=1).
 """
 
@@ -92,11 +94,13 @@ class WallClock(NamedTuple):
     seconds: [len(run.records)] float64, seconds since the start of the run.
     unix_time: the file held Unix timestamps (now measured from the first record).
     restarts: 1-based record numbers where the clock went backwards (continued from before).
+    compile_seconds: total ``compile_time`` subtracted (0 when the records report none).
   """
 
   seconds: np.ndarray
   unix_time: bool
   restarts: tuple[int, ...]
+  compile_seconds: float = 0.0
 
 
 def wall_clock(run: runs_lib.Run) -> WallClock:
@@ -113,7 +117,13 @@ def wall_clock(run: runs_lib.Run) -> WallClock:
       offset = out[i - 1] - raw[i]
       restarts.append(i + 1)
     out[i] = raw[i] + offset
-  return WallClock(seconds=out, unix_time=unix_time, restarts=tuple(restarts))
+  compile_seconds = np.cumsum([float(r["compile_time"]) if runs_lib._is_number(r.get("compile_time"))
+                               else 0.0 for r in run.records])
+  if compile_seconds.size:
+    # Never below the previous record: compilation is excluded, not time reversed.
+    out = np.maximum.accumulate(np.maximum(out - compile_seconds, 0.0))
+  return WallClock(seconds=out, unix_time=unix_time, restarts=tuple(restarts),
+                   compile_seconds=float(compile_seconds[-1]) if compile_seconds.size else 0.0)
 
 
 def wall_clock_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
@@ -124,6 +134,10 @@ def wall_clock_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
   if unix:
     notes.append(f"{unix} of {len(runs)} run(s) logged wall_time as Unix time; "
                  "measured from each run's first record")
+  compiled = [c.compile_seconds for _, c in clocks if c.compile_seconds > 0]
+  if compiled:
+    notes.append(f"wall-clock axes exclude JIT compilation ({len(compiled)} of {len(runs)} run(s) "
+                 f"logged compile_time, {min(compiled):.3g}-{max(compiled):.3g} s each)")
   for run, clock in clocks:
     if clock.restarts:
       notes.append(f"{run.path / runs_lib.METRICS_FILE}: wall_time goes back at line(s) "

@@ -196,6 +196,21 @@ def test_wall_clock_unix_time_and_restart(tmp_path):
   assert "wall_time goes back at line(s) 3" in series.wall_clock_notes([run])[0]
 
 
+def test_wall_clock_excludes_logged_compile_time(tmp_path):
+  # Compiled at start (2.5 s, in the first record) and again after a resume (1 s).
+  records = [{"step": 1, "epoch": 1, "wall_time": 3.0, "compile_time": 2.5},
+             {"step": 2, "epoch": 1, "wall_time": 4.0},
+             {"step": 3, "epoch": 2, "wall_time": 1.5, "compile_time": 1.0},
+             {"step": 4, "epoch": 2, "wall_time": 2.5}]
+  run = runs_lib.load_run(write_run(tmp_path / "r", cifar_config("adam", 0), records))
+  clock = series.wall_clock(run)
+  # raw continued over the restart: 3, 4, 4, 5; minus compilation 2.5, 2.5, 3.5, 3.5
+  np.testing.assert_allclose(clock.seconds, [0.5, 1.5, 1.5, 1.5])
+  assert clock.compile_seconds == 3.5
+  assert any("exclude JIT compilation (1 of 1 run(s) logged compile_time, 3.5-3.5 s each)" in n
+             for n in series.wall_clock_notes([run]))
+
+
 # ---------------------------------------------------------------- error messages
 
 
