@@ -137,7 +137,9 @@ def wall_clock_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
   compiled = [c.compile_seconds for _, c in clocks if c.compile_seconds > 0]
   if compiled:
     notes.append(f"wall-clock axes exclude JIT compilation ({len(compiled)} of {len(runs)} run(s) "
-                 f"logged compile_time, {min(compiled):.3g}-{max(compiled):.3g} s each)")
+                 f"logged compile_time, {min(compiled):.3g}-{max(compiled):.3g} s each); that is "
+                 "the first step's compilation after each start: programs compiled later (kfac-jax "
+                 "compiles one per kind of step) stay in the curves")
   for run, clock in clocks:
     if clock.restarts:
       notes.append(f"{run.path / runs_lib.METRICS_FILE}: wall_time goes back at line(s) "
