@@ -34,8 +34,8 @@ from experiments.configs import common
 # learning rate relative to Adam's in the digits autoencoder sweep
 # (digits.AUTOENCODER_LEARNING_RATES, rounded to the 1-3-10 grid). Override with
 # --config.learning_rate.
-LEARNING_RATES = dict(adam=1e-3, adagrad=3e-3, kfac=1e-4, shampoo=3e-4, adablock=1e-3,
-                      mbag=3e-4, mbag_n=1e-3, mbag_ema=1e-4)
+LEARNING_RATES = dict(adam=1e-3, adagrad=1e-2, kfac=3e-4, shampoo=1e-3, adablock=3e-3,
+                      mbag=1e-3, mbag_n=1e-2, mbag_ema=3e-4)
 
 
 def paper() -> ml_collections.ConfigDict:

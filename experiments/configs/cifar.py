@@ -31,7 +31,7 @@ from experiments.configs import common
 # Rule: Adam's usual 1e-3 for ResNets on CIFAR-10, times each optimizer's best learning
 # rate relative to Adam's in the digits classification sweep (digits.LEARNING_RATES,
 # rounded to the 1-3-10 grid). Override with --config.learning_rate.
-LEARNING_RATES = dict(adam=1e-3, adagrad=3e-2, kfac=1e-4, shampoo=1e-3, adablock=1e-3,
+LEARNING_RATES = dict(adam=1e-3, adagrad=1e-1, kfac=1e-4, shampoo=1e-3, adablock=1e-3,
                       mbag=1e-3, mbag_n=1e-4, mbag_ema=1e-4)
 
 
