@@ -88,11 +88,18 @@ class MetricWriter:
       it are removed from ``metrics.jsonl`` and TensorBoard is told to discard
       events from ``resume_step + 1`` on (``purge_step``), so the curves continue
       without a duplicated step.
+    enabled: False for the processes of a multi-process run other than process 0: nothing
+      is written, :meth:`write` only returns the record.
   """
 
-  def __init__(self, workdir: os.PathLike | str, *, resume_step: int | None = None):
+  def __init__(self, workdir: os.PathLike | str, *, resume_step: int | None = None,
+               enabled: bool = True):
     self.workdir = pathlib.Path(workdir)
     self.path = self.workdir / METRICS_FILE
+    self.enabled = enabled
+    self._file = self._tb = None
+    if not enabled:
+      return
     if resume_step is None:
       self.path.write_text("", encoding="utf-8")
     else:
@@ -110,21 +117,26 @@ class MetricWriter:
       value = _to_python(value)
       if isinstance(value, (int, float)) and not isinstance(value, bool):
         record[key] = value
-        self._tb.add_scalar(tensorboard_tag(key), value, global_step=int(step))
+        if self.enabled:
+          self._tb.add_scalar(tensorboard_tag(key), value, global_step=int(step))
       else:
         record[key] = value
+    if not self.enabled:
+      return record
     self._tb.add_scalar("perf/wall_time", record["wall_time"], global_step=int(step))
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     return record
 
   def flush(self) -> None:
-    self._file.flush()
-    self._tb.flush()
+    if self.enabled:
+      self._file.flush()
+      self._tb.flush()
 
   def close(self) -> None:
-    self._file.close()
-    self._tb.close()
+    if self.enabled:
+      self._file.close()
+      self._tb.close()
 
 
 def is_finite(value: Any) -> bool:

@@ -28,7 +28,11 @@ What a run does, in order:
 With ``config.data_parallel`` the same loop runs under a data mesh over all devices
 (``experiments.parallel``): params, model state and data replicated, each training and test
 batch split over the devices, gradients averaged by the jitted step (the loss is a mean over
-the global batch), MBAG's statistics sharded over the devices.
+the global batch), MBAG's statistics sharded over the devices. With several JAX processes
+(``jax.distributed``, ``--num_processes`` of ``experiments/cli.py``) the mesh spans every
+process's devices; each process runs this loop on the same data, process 0 alone writes
+``config.json``, ``metrics.jsonl`` and TensorBoard events and shows progress, and all processes
+save and restore the checkpoints together (orbax).
 
 The step time excludes the first step after (re)starting (it includes
 compilation: logged once as ``compile_time``), evaluation and checkpointing.
@@ -169,6 +173,8 @@ def describe_hardware() -> str:
   text = f"{len(devices)} x {kind} ({devices[0].platform}"
   if devices[0].platform == "cpu":
     text += f", {os.cpu_count()} cores"
+  if jax.process_count() > 1:
+    text += f", {jax.process_count()} processes"
   return text + ")"
 
 
@@ -413,16 +419,21 @@ def _run(config, workdir, data_dir, mesh) -> RunResult:
   state = TrainState(params, model_state, opt_state, tracker)
 
   step, wall_offset = 0, 0.0
+  # Several processes: process 0 alone writes the run's files and shows progress.
+  primary = parallel.is_primary()
   if resume_step is not None:
     state, meta = ckpt.restore(resume_step, state)
     step, wall_offset = int(meta["step"]), float(meta["wall_time"])
-    logging.info("Resuming %s from the checkpoint at step %d", workdir, step)
-  _write_json(config_path, {
-      **config.to_dict(), "hardware": describe_hardware(), "num_params": num_params,
-      "steps_per_epoch": steps_per_epoch, "dataset_source": dataset.source,
-      "num_train": n_train, "num_test": len(dataset.x_test), "jax_version": jax.__version__,
-      "command": " ".join(sys.argv)})
-  writer = metrics_lib.MetricWriter(workdir, resume_step=None if resume_step is None else step)
+    if primary:
+      logging.info("Resuming %s from the checkpoint at step %d", workdir, step)
+  if primary:
+    _write_json(config_path, {
+        **config.to_dict(), "hardware": describe_hardware(), "num_params": num_params,
+        "steps_per_epoch": steps_per_epoch, "dataset_source": dataset.source,
+        "num_train": n_train, "num_test": len(dataset.x_test), "jax_version": jax.__version__,
+        "command": " ".join(sys.argv)})
+  writer = metrics_lib.MetricWriter(workdir, resume_step=None if resume_step is None else step,
+                                    enabled=primary)
   summary = {r_k: r_v for r in metrics_lib.read_records(writer.path) for r_k, r_v in r.items()}
 
   start = time.time()
@@ -472,11 +483,12 @@ def _run(config, workdir, data_dir, mesh) -> RunResult:
     if "examples_per_sec" in record:
       postfix["ex/s"] = f"{record['examples_per_sec']:.0f}"
     bar.set_postfix(postfix)
-    if evaluate_now:
+    if evaluate_now and primary:
       logging.info("epoch %d/%d step %d: %s", epoch_of(step), config.num_epochs, step,
                    ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
 
-  bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, disable=None,
+  bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
+                  disable=None if primary else True,
                   desc=f"{config.task}/{config.dataset}/{config.optimizer}")
   try:
     with _StopOnSignal() as stopper:
@@ -506,17 +518,21 @@ def _run(config, workdir, data_dir, mesh) -> RunResult:
             log(jax.device_get(pending), epoch_done)
             pending, timed_steps, compile_time = [], 0, None
             interval_start = time.time()
-          if step % config.checkpoint_every_steps == 0 or step == total_steps or stopper.signum:
+          signum = stopper.signum
+          if jax.process_count() > 1:
+            # A signal may reach one process, or each at another step: all stop at the same one.
+            signum = parallel.max_over_processes(signum or 0) or None
+          if step % config.checkpoint_every_steps == 0 or step == total_steps or signum:
             saving_start = time.time()
             raise_if_nonfinite(jax.device_get(pending), step)
             save(step)
             interval_start += time.time() - saving_start  # saving is not step time
-          if stopper.signum:
-            name = signal.Signals(stopper.signum).name
+          if signum:
+            name = signal.Signals(signum).name
             raise Interrupted(f"stopped by {name} at step {step}; checkpoint saved in "
                               f"{ckpt.directory}. Run the same command again to resume.",
-                              stopper.signum, step)
-    if resume_step is not None and resume_step >= total_steps:
+                              signum, step)
+    if resume_step is not None and resume_step >= total_steps and primary:
       logging.info("%s already finished (step %d of %d)", workdir, resume_step, total_steps)
   finally:
     bar.close()
