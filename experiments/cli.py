@@ -4,6 +4,29 @@ Exit status: 0 done; 1 the run failed with a clear message (data missing or
 corrupted, loss not finite); 2 bad flags or config; 128 + signal number when
 stopped by SIGINT / SIGTERM (a checkpoint was saved: run the same command again
 to resume).
+
+Several processes (data parallel over ``jax.distributed``, see ``experiments/parallel.py``):
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (all three, with
+``--config.data_parallel=true``) call ``jax.distributed.initialize`` before the run. Every
+process runs the same command but for ``--process_id``; process 0 hosts the coordinator and alone
+writes ``config.json``, ``metrics.jsonl``, TensorBoard events and prints; all processes save and
+restore the checkpoints in the shared ``--workdir`` together. Two processes on one host with 2
+simulated CPU devices each::
+
+  export XLA_FLAGS=--xla_force_host_platform_device_count=2
+  python -m experiments.cifar --config=experiments/configs/digits.py:smoke \
+      --config.optimizer=mbag --config.data_parallel=true --workdir=runs/digits/dp2 \
+      --coordinator_address=127.0.0.1:12345 --num_processes=2 --process_id=0 &
+  python -m experiments.cifar --config=experiments/configs/digits.py:smoke \
+      --config.optimizer=mbag --config.data_parallel=true --workdir=runs/digits/dp2 \
+      --coordinator_address=127.0.0.1:12345 --num_processes=2 --process_id=1
+  wait
+
+On N hosts (one process each): the same command on every host with
+``--coordinator_address=<address of host 0>:<port>`` (reachable from all hosts),
+``--num_processes=N``, ``--process_id`` = the host's index (0 on the coordinator's host) and a
+``--workdir`` on a file system every host mounts. ``cli.main(argv, config_file)`` accepts the
+same flags, but a process can join a distributed run only once, before any JAX computation.
 """
 
 from __future__ import annotations
@@ -35,14 +58,64 @@ def define_flags(config_file: str, flag_values: flags.FlagValues = flags.FLAGS,
                       flag_values=flag_values)
   flags.DEFINE_string("data_dir", None, "Where to look for the data set first.",
                       flag_values=flag_values)
+  flags.DEFINE_string("coordinator_address", None,
+                      "Several processes: HOST:PORT of process 0's coordinator "
+                      "(jax.distributed.initialize).", flag_values=flag_values)
+  flags.DEFINE_integer("num_processes", None, "Several processes: how many in all.",
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0 .. "
+                       "num_processes - 1 (0 writes the run's files).", lower_bound=0,
+                       flag_values=flag_values)
   flags.mark_flag_as_required("workdir", flag_values=flag_values)
+
+
+DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id")
+
+
+def distributed_args(flag_values: flags.FlagValues = flags.FLAGS) -> dict | None:
+  """The ``jax.distributed.initialize`` arguments of the flags, None for one process.
+
+  Raises:
+    ValueError: only some of the three flags given, ``--process_id`` out of range, or the
+      flags without ``--config.data_parallel=true``.
+  """
+  values = {name: flag_values[name].value for name in DISTRIBUTED_FLAGS}
+  given = [name for name, v in values.items() if v is not None]
+  if not given:
+    return None
+  if len(given) < len(values):
+    missing = [f"--{name}" for name in DISTRIBUTED_FLAGS if name not in given]
+    raise ValueError(f"several processes need --coordinator_address, --num_processes and "
+                     f"--process_id together; missing {', '.join(missing)}")
+  if values["process_id"] >= values["num_processes"]:
+    raise ValueError(f"--process_id={values['process_id']} must be below "
+                     f"--num_processes={values['num_processes']}")
+  if flag_values.config.get("data_parallel") is not True:
+    raise ValueError("--coordinator_address / --num_processes / --process_id run the loop over "
+                     "several processes' devices: add --config.data_parallel=true")
+  return values
 
 
 def run_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> int:
   """Runs the parsed flags' config through ``experiments.train.run``; returns the exit status."""
+  from experiments import parallel  # pylint: disable=import-outside-toplevel
   from experiments import train  # pylint: disable=import-outside-toplevel
   from experiments.data import common as data_common  # pylint: disable=import-outside-toplevel
 
+  try:
+    distributed = distributed_args(flag_values)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if distributed is not None:
+    try:
+      parallel.initialize_distributed(**distributed)
+    except Exception as e:  # pylint: disable=broad-except
+      # E.g. JAX already computed in this process, or the coordinator is unreachable.
+      logging.error("jax.distributed.initialize failed: %s", e)
+      print(f"error: jax.distributed.initialize({distributed}) failed: {type(e).__name__}: {e}",
+            file=sys.stderr)
+      return 1
   try:
     result = train.run(flag_values.config, flag_values.workdir, flag_values.data_dir)
   except train.Interrupted as e:
@@ -57,6 +130,8 @@ def run_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> int:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if not parallel.is_primary():
+    return 0
   keys = ("step", "epoch", "train_loss", "test_loss", "test_accuracy")
   print(" ".join(f"{k}={result.summary[k]:.6g}" for k in keys if k in result.summary)
         + f"  ({result.workdir})")
