@@ -123,6 +123,96 @@ def test_two_processes_match_one_process_on_the_same_number_of_devices():
   assert abs(one["losses"][-1] - one["losses"][0]) > 1e-3
 
 
+def launch(script, args_per_process, logdir, timeout=240):
+  """Runs one process of ``script`` per argument list, all at once; ``[(stdout, json), ...]``.
+
+  Their output goes to files in ``logdir``: a full pipe would block a process, and with it the
+  others at their next collective.
+  """
+  procs, logs = [], []
+  for i, args in enumerate(args_per_process):
+    out, err = logdir / f"{i}.stdout", logdir / f"{i}.stderr"
+    with open(out, "w", encoding="utf-8") as o, open(err, "w", encoding="utf-8") as e:
+      procs.append(subprocess.Popen([sys.executable, os.path.join(SCRIPTS, script), *args],
+                                    stdout=o, stderr=e, cwd=ROOT, env=ENV))
+    logs.append((out, err))
+  results = []
+  try:
+    for p, (out, err) in zip(procs, logs):
+      p.wait(timeout=timeout)
+      assert p.returncode == 0, err.read_text()[-3000:]
+      stdout = out.read_text()
+      results.append((stdout, last_json(stdout)))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  return results
+
+
+def test_training_loop_over_two_processes_matches_one_process(tmp_path):
+  """experiments.cifar.main with --coordinator_address/--num_processes/--process_id: 2 processes
+  x 2 devices into one workdir against 1 process x 4 devices into another, 1 epoch (16 steps)
+  through the entry point, then resumed from the checkpoint for a second epoch (32 steps)."""
+  two_dir, one_dir = tmp_path / "two", tmp_path / "one"
+  port = free_port()
+  args = [["--num_processes=2", f"--process_id={i}", "--devices_per_process=2",
+           f"--port={port}", f"--workdir={two_dir}"] for i in (0, 1)]
+  args.append(["--devices_per_process=4", f"--workdir={one_dir}"])
+  (stdout0, p0), (stdout1, p1), (_, one) = launch("multiprocess_train.py", args, tmp_path)
+  assert [r["status"] for r in (p0, p1, one)] == [0, 0, 0]
+  assert [r["process_id"] for r in (p0, p1)] == [0, 1]
+  assert [r["local_device_count"] for r in (p0, p1, one)] == [2, 2, 4]
+  assert all(r["device_count"] == 4 for r in (p0, p1, one))
+  # The parameters span both processes' devices, replicated: each process reads its own copy.
+  assert not any(p0["epoch1"]["param_fully_addressable"])
+  assert all(one["epoch1"]["param_fully_addressable"])
+  for epoch, steps in (("epoch1", 16), ("epoch2", 32)):
+    assert p0[epoch]["params"] == p1[epoch]["params"], epoch
+    assert p0[epoch]["summary"]["step"] == one[epoch]["summary"]["step"] == steps
+    scale = max(float(np.max(np.abs(x))) for x in one[epoch]["params"])
+    for a, b in zip(p0[epoch]["params"], one[epoch]["params"]):
+      np.testing.assert_allclose(a, b, rtol=0, atol=steps * 64 * EPS * scale, err_msg=epoch)
+    for key in ("train_loss", "test_loss", "test_accuracy"):
+      assert p0[epoch]["summary"][key] == pytest.approx(
+          one[epoch]["summary"][key], rel=steps * 64 * EPS), (epoch, key)
+  # Process 0 alone wrote metrics.jsonl (each record once), TensorBoard and config.json, and
+  # printed the summary.
+  records = [json.loads(line) for line in (two_dir / "metrics.jsonl").read_text().splitlines()]
+  reference = [json.loads(line) for line in (one_dir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [r["step"] for r in reference] == [8, 16, 24, 32]
+  for r, ref in zip(records, reference):
+    for key in ("train_loss", "test_loss", "test_accuracy"):
+      if key in ref:
+        assert r[key] == pytest.approx(ref[key], rel=32 * 64 * EPS), (r["step"], key)
+  assert len(list((two_dir / "tensorboard").iterdir())) == len(list(
+      (one_dir / "tensorboard").iterdir()))
+  config = json.loads((two_dir / "config.json").read_text())
+  assert config["hardware"].startswith("4 x cpu") and config["hardware"].endswith(
+      "2 processes)")
+  assert sorted(os.listdir(two_dir / "checkpoints")) == ["16", "32"]
+  assert "step=16 epoch=1" in stdout0 and "step=16" not in stdout1
+  # The steps did something: the loss moved by far more than the tolerance.
+  assert records[0]["train_loss"] - records[-1]["train_loss"] > 0.1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num_processes=2"], "missing --coordinator_address, --process_id"),
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"],
+     "--process_id=2 must be below --num_processes=2"),
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=0",
+      "--config.data_parallel=false"], "add --config.data_parallel=true"),
+])
+def test_distributed_flags_are_checked(tmp_path, capsys, flags, message):
+  from experiments import cifar as cifar_main  # pylint: disable=import-outside-toplevel
+  argv = ["cifar", f"--config={ROOT}/experiments/configs/digits.py:smoke",
+          f"--workdir={tmp_path}", "--config.data_parallel=true", *flags]
+  assert cifar_main.main(argv) == 2
+  assert message in capsys.readouterr().err
+  assert not os.listdir(tmp_path)
+
+
 # ----------------------------------------------------------------------------- config
 
 
