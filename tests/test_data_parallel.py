@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import ml_collections
 import numpy as np
@@ -80,22 +81,33 @@ def free_port():
 def run_processes(num_processes, devices_per_process, timeout=120):
   script = os.path.join(SCRIPTS, "multiprocess_mbag.py")
   port = free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, script, f"--num_processes={num_processes}", f"--process_id={i}",
-       f"--devices_per_process={devices_per_process}", f"--port={port}"],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
-      for i in range(num_processes)]
-  results = []
-  try:
-    for p in procs:
-      stdout, stderr = p.communicate(timeout=timeout)
-      assert p.returncode == 0, stderr[-3000:]
-      results.append(last_json(stdout))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-        p.communicate()
+  # Output to files, not pipes: a process blocked on a full pipe would stall the others at
+  # their next collective.
+  with tempfile.TemporaryDirectory() as tmp:
+    logs = [(open(os.path.join(tmp, f"{i}.out"), "w+", encoding="utf-8"),
+             open(os.path.join(tmp, f"{i}.err"), "w+", encoding="utf-8"))
+            for i in range(num_processes)]
+    procs = [subprocess.Popen(
+        [sys.executable, script, f"--num_processes={num_processes}", f"--process_id={i}",
+         f"--devices_per_process={devices_per_process}", f"--port={port}"],
+        stdout=out, stderr=err, text=True, cwd=ROOT, env=ENV)
+        for i, (out, err) in enumerate(logs)]
+    results = []
+    try:
+      for p, (out, err) in zip(procs, logs):
+        p.wait(timeout=timeout)
+        out.seek(0)
+        err.seek(0)
+        assert p.returncode == 0, err.read()[-3000:]
+        results.append(last_json(out.read()))
+    finally:
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+          p.wait()
+      for out, err in logs:
+        out.close()
+        err.close()
   return results
 
 
