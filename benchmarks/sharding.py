@@ -80,10 +80,6 @@ def random_tree(shapes, seed: int = 0):
                                       for k, x in zip(keys, leaves)])
 
 
-def per_device_bytes(tree) -> int:
-  return sum(max(s.data.nbytes for s in x.addressable_shards) for x in jax.tree.leaves(tree))
-
-
 def num_params(tree) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
@@ -118,7 +114,7 @@ def measure(name: str, shapes, block_size: int, repeats: int, fuse_blocks: bool 
     kw = dict(block_size=block_size, root_interval=root_interval, fuse_blocks=fuse_blocks)
     single = mbag.scale_by_mbag(**kw)
     state = jax.jit(single.init)(params)
-    result["state_bytes_1"] = per_device_bytes(mbag.find_mbag_state(state))
+    result["state_bytes_1"] = mbag.bytes_per_device(mbag.find_mbag_state(state))
     update = jax.jit(lambda g, p, s, tx=single: tx.update(g, s, p), donate_argnums=(2,))
     cases = {"1": (update, state, (grads, params))}
     with jax.set_mesh(mesh):
@@ -126,7 +122,7 @@ def measure(name: str, shapes, block_size: int, repeats: int, fuse_blocks: bool 
       rep = NamedSharding(mesh, P())
       p8, g8 = jax.device_put(params, rep), jax.device_put(grads, rep)
       state8 = jax.jit(sharded.init)(p8)
-      result["state_bytes_8"] = per_device_bytes(mbag.find_mbag_state(state8))
+      result["state_bytes_8"] = mbag.bytes_per_device(mbag.find_mbag_state(state8))
       update8 = jax.jit(lambda g, p, s, tx=sharded: tx.update(g, s, p), donate_argnums=(2,))
     cases["8"] = (_in_mesh(update8, mesh), state8, (g8, p8))
     del state, state8

@@ -15,6 +15,7 @@ from mbag._src.partition import buckets_to_tree
 from mbag._src.partition import default_block_spec
 from mbag._src.partition import make_layout
 from mbag._src.partition import tree_to_buckets
+from mbag._src.sharding import bytes_per_device
 from mbag._src.transform import MBAGDiagnostics
 from mbag._src.transform import ScaleByMBAGState
 from mbag._src.transform import find_mbag_state
@@ -31,6 +32,7 @@ __all__ = (
     "ScaleByMBAGState",
     "bucket_present_masks",
     "buckets_to_tree",
+    "bytes_per_device",
     "default_block_spec",
     "find_mbag_state",
     "linalg",

@@ -140,3 +140,9 @@ def test_shard_blocks_on_a_one_device_mesh_is_the_plain_update(params):
   for k in params:  # one device, the same program up to the sharding annotations
     scale = float(jnp.max(jnp.abs(u_ref[k])))
     np.testing.assert_allclose(u[k], u_ref[k], rtol=0, atol=64 * EPS * scale)
+
+
+def test_bytes_per_device_counts_the_largest_shard_of_each_leaf():
+  tree = {"a": jnp.zeros((3, 4), jnp.float32), "b": (jnp.zeros((5,), jnp.int8),)}
+  assert mbag.bytes_per_device(tree) == 3 * 4 * 4 + 5
+  assert mbag.bytes_per_device({}) == 0

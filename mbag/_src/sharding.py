@@ -165,3 +165,13 @@ def check_state(stats: Sequence[Array], counts: Sequence[int], axes: tuple[str, 
           f"MBAG state bucket {i} has {S.shape[0]} blocks but the gradient gives {n} blocks "
           f"({expected} with shard_blocks={axes!r} on the current mesh): the state was made "
           f"by init with another shard_blocks or mesh size, or for other parameters")
+
+
+def bytes_per_device(tree: Any) -> int:
+  """Bytes of ``tree``'s arrays on its busiest device: the sum over leaves of the largest
+  addressable shard (a replicated leaf counts whole, a leaf split 8 ways an eighth).
+
+  E.g. ``bytes_per_device(mbag.find_mbag_state(state))`` for the statistics and roots a device
+  holds.
+  """
+  return sum(max(s.data.nbytes for s in x.addressable_shards) for x in jax.tree.leaves(tree))

@@ -25,10 +25,6 @@ from experiments.configs import digits  # noqa: E402
 SEEN = {}
 
 
-def per_device_bytes(tree):
-  return sum(max(s.data.nbytes for s in x.addressable_shards) for x in jax.tree.leaves(tree))
-
-
 def spec(x):
   return str(getattr(x.sharding, "spec", "single device"))
 
@@ -44,11 +40,11 @@ def recording(build):
       params, _, opt_state, _ = out
       SEEN["param_specs"] = sorted({spec(x) for x in jax.tree.leaves(params)})
       SEEN["batch_spec"] = spec(jax.tree.leaves(args[-1])[0])
-      SEEN["state_bytes"] = per_device_bytes(opt_state)
+      SEEN["state_bytes"] = mbag.bytes_per_device(opt_state)
       if config.optimizer == "mbag":
         s = mbag.find_mbag_state(opt_state)
         SEEN["stats_specs"] = sorted({spec(x) for x in s.stats + s.roots})
-        SEEN["mbag_bytes"] = per_device_bytes(s)
+        SEEN["mbag_bytes"] = mbag.bytes_per_device(s)
         SEEN["stats_rows"] = [int(x.shape[0]) for x in s.stats]
       return out
 

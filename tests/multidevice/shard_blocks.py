@@ -20,10 +20,6 @@ import mbag  # noqa: E402
 NUM_STEPS = 6
 
 
-def per_device_bytes(tree):
-  return sum(max(s.data.nbytes for s in x.addressable_shards) for x in jax.tree.leaves(tree))
-
-
 def specs(tree):
   return [str(getattr(x.sharding, "spec", "single device")) for x in jax.tree.leaves(tree)]
 
@@ -61,7 +57,7 @@ def case(mesh, tx, params, grads):
     return {"u": u, "before": before, "after": specs(s),
             "stats_specs": [str(x.sharding.spec) for x in s.stats],
             "update_specs": sorted(set(str(x.sharding.spec) for x in u.values())),
-            "bytes": per_device_bytes(s), "stats_rows": [int(x.shape[0]) for x in s.stats],
+            "bytes": mbag.bytes_per_device(s), "stats_rows": [int(x.shape[0]) for x in s.stats],
             "root_residual": float(s.diagnostics.root_residual),
             "num_root_fallbacks": int(s.diagnostics.num_root_fallbacks)}
 
@@ -72,7 +68,7 @@ def main():
   u_ref, state_ref, _ = run_steps(mbag.mbag(0.1, **kw), params, grads, lambda t: t)
   ref = mbag.find_mbag_state(state_ref)
   scale = max(float(np.max(np.abs(np.asarray(v)))) for v in u_ref.values())
-  out = {"scale": scale, "single_bytes": per_device_bytes(ref),
+  out = {"scale": scale, "single_bytes": mbag.bytes_per_device(ref),
          "single_rows": [int(x.shape[0]) for x in ref.stats],
          "single_root_residual": float(ref.diagnostics.root_residual)}
 

@@ -14,13 +14,6 @@ from jax.sharding import AxisType, PartitionSpec as P  # noqa: E402
 import mbag  # noqa: E402
 
 
-def per_device_bytes(tree):
-  total = 0
-  for x in jax.tree.leaves(tree):
-    total += max(s.data.nbytes for s in x.addressable_shards)
-  return total
-
-
 def main():
   key = jax.random.PRNGKey(0)
   k1, k2, k3 = jax.random.split(key, 3)
@@ -34,7 +27,7 @@ def main():
   update = jax.jit(tx.update)
   for g in grads_seq:
     u_ref, state = update(g, state, host)
-  single_bytes = per_device_bytes(mbag.find_mbag_state(state))
+  single_bytes = mbag.bytes_per_device(mbag.find_mbag_state(state))
 
   mesh = jax.make_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
   with jax.set_mesh(mesh):
@@ -47,7 +40,7 @@ def main():
       g = {k: jax.device_put(v, specs[k]) for k, v in g.items()}
       u, state = update(g, state, params)
     after = jax.tree.map(lambda x: str(x.sharding.spec), state)
-    sharded_bytes = per_device_bytes(mbag.find_mbag_state(state))
+    sharded_bytes = mbag.bytes_per_device(mbag.find_mbag_state(state))
     stats_specs = [str(x.sharding.spec) for x in mbag.find_mbag_state(state).stats]
     update_specs = {k: str(v.sharding.spec) for k, v in u.items()}
   diff = max(float(np.max(np.abs(np.asarray(u[k]) - np.asarray(u_ref[k])))) for k in host)
