@@ -7,26 +7,10 @@ to resume).
 
 Several processes (data parallel over ``jax.distributed``, see ``experiments/parallel.py``):
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (all three, with
-``--config.data_parallel=true``) call ``jax.distributed.initialize`` before the run. Every
-process runs the same command but for ``--process_id``; process 0 hosts the coordinator and alone
-writes ``config.json``, ``metrics.jsonl``, TensorBoard events and prints; all processes save and
-restore the checkpoints in the shared ``--workdir`` together. Two processes on one host with 2
-simulated CPU devices each::
-
-  export XLA_FLAGS=--xla_force_host_platform_device_count=2
-  python -m experiments.cifar --config=experiments/configs/digits.py:smoke \
-      --config.optimizer=mbag --config.data_parallel=true --workdir=runs/digits/dp2 \
-      --coordinator_address=127.0.0.1:12345 --num_processes=2 --process_id=0 &
-  python -m experiments.cifar --config=experiments/configs/digits.py:smoke \
-      --config.optimizer=mbag --config.data_parallel=true --workdir=runs/digits/dp2 \
-      --coordinator_address=127.0.0.1:12345 --num_processes=2 --process_id=1
-  wait
-
-On N hosts (one process each): the same command on every host with
-``--coordinator_address=<address of host 0>:<port>`` (reachable from all hosts),
-``--num_processes=N``, ``--process_id`` = the host's index (0 on the coordinator's host) and a
-``--workdir`` on a file system every host mounts. ``cli.main(argv, config_file)`` accepts the
-same flags, but a process can join a distributed run only once, before any JAX computation.
+``--config.data_parallel=true``) call ``jax.distributed.initialize`` before the run; every
+process runs the same command but for ``--process_id``. Command lines for one host and for
+several: ``experiments/parallel.py``. ``cli.main(argv, config_file)`` accepts the same flags,
+but a process can join a distributed run only once, before any JAX computation.
 """
 
 from __future__ import annotations

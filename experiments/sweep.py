@@ -84,13 +84,12 @@ def main(argv):
   lrs = [float(v) for v in _LRS.value]
   workdir = pathlib.Path(_WORKDIR.value)
   results = sweep(config, workdir, optimizers, lrs, _METRIC.value, _DATA_DIR.value)
-  chosen = best(results)
+  chosen = write_report(workdir / "sweep.json", _METRIC.value, results,
+                        "python -m experiments.sweep " + " ".join(sys.argv[1:]))["best"]
   header = f"{'optimizer':>9} " + " ".join(f"{lr:>9g}" for lr in lrs) + "   best"
   print(header)
   for name, scores in results.items():
     print(f"{name:>9} " + " ".join(f"{scores[f'{lr:g}']:>9.4g}" for lr in lrs) + f"   {chosen[name]}")
-  write_report(workdir / "sweep.json", _METRIC.value, results,
-               "python -m experiments.sweep " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

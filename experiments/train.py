@@ -518,10 +518,9 @@ def _run(config, workdir, data_dir, mesh) -> RunResult:
             log(jax.device_get(pending), epoch_done)
             pending, timed_steps, compile_time = [], 0, None
             interval_start = time.time()
-          signum = stopper.signum
-          if jax.process_count() > 1:
-            # A signal may reach one process, or each at another step: all stop at the same one.
-            signum = parallel.max_over_processes(signum or 0) or None
+          # A signal may reach one process, or each at another step: all stop at the same one
+          # (with one process this is stopper.signum).
+          signum = parallel.max_over_processes(stopper.signum or 0) or None
           if step % config.checkpoint_every_steps == 0 or step == total_steps or signum:
             saving_start = time.time()
             raise_if_nonfinite(jax.device_get(pending), step)
