@@ -84,3 +84,17 @@ def run_full_adagrad(grads, *, lam, momentum, lr):
     v = momentum * v + sqrtm_psd(G, -0.5) @ g
     out.append(-lr * v)
   return out
+
+
+def axis_groups(shape, block_axes, block_size, offset=0):
+  """Index groups of a leaf from its block axes, written from the definition (no BlockSpec).
+
+  For every index of the other (batch) axes, the entries along ``block_axes`` (flattened in the
+  given order, first slowest) form a row, cut into consecutive groups of ``block_size``. Indices
+  are positions in the leaf's row-major flattening, plus ``offset``.
+  """
+  idx = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape) + offset
+  batch = [a for a in range(len(shape)) if a not in block_axes]
+  moved = np.transpose(idx, batch + list(block_axes))
+  rows = moved.reshape(-1, int(np.prod([shape[a] for a in block_axes], dtype=np.int64)))
+  return [row[i:i + block_size] for row in rows for i in range(0, len(row), block_size)]

@@ -124,7 +124,7 @@ def test_mbag_n_matches_reference():
 def test_dense_and_conv_kernel_grouping():
   """Dense (n_in, m_out): groups of consecutive inputs per output; conv: kh*kw taps per (c_in, c_out)."""
   dense = (4, 3)
-  conv = (2, 2, 2, 3)
+  conv = (3, 3, 2, 3)
   grads = [{"dense": g1, "conv": g2} for g1, g2 in
            zip(random_grads(dense, 5, seed=7), random_grads(conv, 5, seed=8))]
   tx = mbag.mbag(LR, block_size=2, initial_accumulator_value=LAM, momentum=MOM, root_interval=1,

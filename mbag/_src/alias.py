@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optax
 
-from mbag._src import partition
 from mbag._src import sharding
 from mbag._src import transform
 
@@ -27,8 +28,9 @@ def mbag(
     newton_schulz_tolerance: float | None = None,
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
-    grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = False,
+    dimension_numbers: Any = None,
+    grouping: Any = None,
+    fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding.ShardBlocks = None,
 ) -> optax.GradientTransformation:
@@ -47,8 +49,8 @@ def mbag(
     root_interval: T_sqr.
     newton_schulz_steps: T_NS.
     root_method: "newton_schulz" or "eigh".
-    newton_schulz_tolerance, newton_schulz_max_steps, root_warmup_steps, grouping,
-    fuse_blocks, statistics_dtype, shard_blocks: see :func:`scale_by_mbag`
+    newton_schulz_tolerance, newton_schulz_max_steps, root_warmup_steps, dimension_numbers,
+    grouping, fuse_blocks, statistics_dtype, shard_blocks: see :func:`scale_by_mbag`
       (``shard_blocks="data"``: the statistics and roots sharded over the data axis).
 
   Returns:
@@ -71,8 +73,8 @@ def mbag(
       block_size, initial_accumulator_value, root_interval, newton_schulz_steps, root_method,
       newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
-      shard_blocks=shard_blocks)
+      dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
   return _with_momentum(pre, learning_rate, momentum)
 
 
@@ -89,8 +91,9 @@ def mbag_ema(
     newton_schulz_tolerance: float | None = None,
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
-    grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = False,
+    dimension_numbers: Any = None,
+    grouping: Any = None,
+    fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding.ShardBlocks = None,
 ) -> optax.GradientTransformation:
@@ -106,8 +109,8 @@ def mbag_ema(
       decay, block_size, initial_accumulator_value, root_interval, newton_schulz_steps,
       root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
-      shard_blocks=shard_blocks)
+      dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
   return _with_momentum(pre, learning_rate, momentum)
 
 
@@ -117,8 +120,9 @@ def mbag_n(
     block_size: int = 32,
     initial_accumulator_value: float = 0.01,
     momentum: float = 0.9,
-    grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = False,
+    dimension_numbers: Any = None,
+    grouping: Any = None,
+    fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding.ShardBlocks = None,
 ) -> optax.GradientTransformation:
@@ -129,6 +133,7 @@ def mbag_n(
   """
   transform.validate_hyperparameters(momentum=momentum, learning_rate=learning_rate)
   pre = transform.scale_by_mbag_n(
-      block_size, initial_accumulator_value, grouping=grouping, fuse_blocks=fuse_blocks,
+      block_size, initial_accumulator_value, dimension_numbers=dimension_numbers,
+      grouping=grouping, fuse_blocks=fuse_blocks,
       statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
   return _with_momentum(pre, learning_rate, momentum)

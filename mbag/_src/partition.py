@@ -1,68 +1,53 @@
-"""Grouping parameters into mini-blocks (Section IV.C of the paper).
+"""Cutting parameters into mini-blocks (Section IV.C of the paper) and stacking them in buckets.
 
-A leaf is cut into blocks by a :class:`BlockSpec`: transpose its axes, read it
-as rows of ``row_size`` contiguous entries, pad every row with zeros to a
-multiple of ``block_size`` and cut it into blocks. The default specs
-(flax layouts) are:
+Which axes form blocks is decided per leaf by dimension numbers
+(:mod:`mbag._src.dimension_numbers`); here a leaf's resolved grouping becomes a
+:class:`BlockSpec`: transpose the leaf so that its batch axes come first (in reverse order, so
+that the output axis of a kernel leads and a kernel sharded along its outputs keeps that sharding
+on the block axis) and its block axes last, read it as rows of ``row_size`` contiguous entries,
+pad every row with zeros to a multiple of ``block_size`` and cut it into blocks.
 
-* 4-D conv kernel ``(kh, kw, c_in, c_out)``: one block per ``(c_out, c_in)``
-  pair holding its ``kh*kw`` taps (``block_size`` is ignored).
-* 2-D dense kernel ``(n_in, m_out)``: ``vec(W^T)`` of the paper. With
-  ``block_size <= n_in`` the inputs of every output neuron are cut into
-  consecutive groups (``block_size == n_in``: one group per output neuron);
-  with a larger ``block_size`` the kernel is flattened output by output and cut
-  into consecutive groups (``block_size == n_in * m_out``: one group).
-* every other leaf: flattened and cut into consecutive groups.
+Leaves whose blocks have the same size are stacked into one *bucket* (one ``[n, b, b]``
+statistic), so that the update is a few batched operations whatever the number of leaves;
+a leaf whose blocks are sharded along a mesh axis keeps a bucket of its own, so that its state is
+sharded like the leaf.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mbag._src import dimension_numbers as dims_lib
+from mbag._src.dimension_numbers import BlockSpec
+
 Array = jax.Array
-KeyPath = tuple[Any, ...]
-# A user's grouping: (key path, shape) -> BlockSpec, a block size, or None for the default.
-Grouping = Callable[[KeyPath, tuple[int, ...]], "BlockSpec | int | None"]
+KeyPath = dims_lib.KeyPath
+# Leaves up to this size are read out of a shared bucket with one gather from a constant index
+# array (its kernel is the same for every leaf of a shape, so compilation does not grow with the
+# number of leaves); larger leaves are sliced.
+GATHER_MAX_SIZE = 1 << 18
 
 
-class BlockSpec(NamedTuple):
-  """How one leaf is cut into mini-blocks.
+def spec_of_rule(rule: dims_lib.Rule, shape: Sequence[int]) -> BlockSpec:
+  """The :class:`BlockSpec` that cuts a leaf of ``shape`` as ``rule`` says."""
+  row = math.prod(shape[a] for a in rule.block_axes)
+  perm = tuple(reversed(rule.batch_axes)) + tuple(rule.block_axes)
+  return BlockSpec(perm=perm, row_size=row, block_size=max(1, min(rule.block_size, row)))
 
-  Attributes:
-    perm: axis permutation applied to the leaf first.
-    row_size: length of the contiguous rows of the permuted leaf; must divide its size.
-    block_size: size of a block; rows are zero-padded to a multiple of it.
+
+def default_block_spec(shape: Sequence[int], block_size: int, path: str = "") -> BlockSpec:
+  """The default grouping's :class:`BlockSpec` for a leaf of this shape (flax layouts).
+
+  See :func:`mbag.default_dimension_numbers` for the rules.
   """
-
-  perm: tuple[int, ...]
-  row_size: int
-  block_size: int
-
-  def num_blocks(self, shape: Sequence[int]) -> int:
-    size = math.prod(shape)
-    if size == 0:
-      return 0
-    return (size // self.row_size) * (-(-self.row_size // self.block_size))
-
-
-def default_block_spec(shape: Sequence[int], block_size: int) -> BlockSpec:
-  """The paper's grouping for a leaf of this shape (flax layouts)."""
   shape = tuple(shape)
-  size = max(math.prod(shape), 1)
-  if len(shape) == 4:
-    kh, kw = shape[0], shape[1]
-    return BlockSpec(perm=(3, 2, 0, 1), row_size=kh * kw, block_size=kh * kw)
-  if len(shape) == 2:
-    n_in = shape[0]
-    if block_size <= n_in:
-      return BlockSpec(perm=(1, 0), row_size=n_in, block_size=block_size)
-    return BlockSpec(perm=(1, 0), row_size=size, block_size=min(block_size, size))
-  return BlockSpec(perm=tuple(range(len(shape))), row_size=size, block_size=min(block_size, size))
+  return spec_of_rule(dims_lib.default_dimension_numbers(path, shape, block_size), shape)
 
 
 def check_spec(spec: BlockSpec, shape: Sequence[int], where: str) -> None:
@@ -175,49 +160,92 @@ class Layout(NamedTuple):
   Attributes:
     specs: one BlockSpec per leaf (None for empty leaves), in tree-flatten order.
     buckets: per bucket, the leaf indices whose blocks it stacks, in order.
-      With fusion, a bucket holds all leaves of one block size; without, one leaf.
     block_sizes: block size of each bucket.
+    rules: per leaf, the name of the grouping rule used ("" for empty leaves).
+    paths: per leaf, the ``/``-joined key path.
+    guessed: per leaf, whether the rule had to guess what the axes mean.
   """
 
   specs: tuple[BlockSpec | None, ...]
   buckets: tuple[tuple[int, ...], ...]
   block_sizes: tuple[int, ...]
+  rules: tuple[str, ...] = ()
+  paths: tuple[str, ...] = ()
+  guessed: tuple[bool, ...] = ()
+
+  def guessed_leaves(self, tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(path, shape, rule)`` of every leaf whose grouping was guessed."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return [(p, tuple(np.shape(leaves[i])), r) for i, (p, r, g) in
+            enumerate(zip(self.paths, self.rules, self.guessed)) if g]
 
 
-def make_layout(
-    tree: Any, block_size: int, grouping: Grouping | None = None, fuse: bool = False
-) -> Layout:
-  """Computes the block layout of a pytree of arrays (or ShapeDtypeStructs)."""
+def _blocks_sharded(leaf: Any, spec: BlockSpec) -> bool:
+  """Whether the blocks of ``leaf`` are sharded along a mesh axis (explicit sharding)."""
+  try:
+    ok, axis = block_axis_sharding(leaf, spec)
+  except (TypeError, AttributeError, ValueError):  # e.g. a ShapeDtypeStruct without sharding
+    return False
+  return ok and axis is not None
+
+
+def make_layout(tree: Any, block_size: int, dimension_numbers: Any = None,
+                fuse: bool | None = None, *, grouping: Any = None) -> Layout:
+  """Computes the block layout of a pytree of arrays (or ShapeDtypeStructs).
+
+  Args:
+    tree: the parameters (or gradients).
+    block_size: tau, the default block size.
+    dimension_numbers: per-leaf grouping (see :func:`mbag.scale_by_mbag`): None, one spec for
+      every leaf, a pytree of specs, or a callable ``(key_path, shape) -> spec | None``; a spec
+      is a :class:`mbag.BlockDimensionNumbers`, an ``optax.contrib.MuonDimensionNumbers``, a
+      :class:`BlockSpec` or an int (block size).
+    fuse: None (default): one bucket per block size, except that a leaf whose blocks are
+      sharded along a mesh axis keeps its own; True: one bucket per block size; False: one
+      bucket per leaf.
+    grouping: the older name of ``dimension_numbers``.
+  """
+  if grouping is not None:
+    if dimension_numbers is not None:
+      raise ValueError("give dimension_numbers or grouping (its older name), not both")
+    dimension_numbers = grouping
   leaves_with_path = jax.tree_util.tree_leaves_with_path(tree)
+  choices = dims_lib.per_leaf_choices(dimension_numbers, tree)
   specs: list[BlockSpec | None] = []
-  for path, leaf in leaves_with_path:
+  rules, paths, guessed = [], [], []
+  for (path, leaf), choice in zip(leaves_with_path, choices):
     shape = tuple(np.shape(leaf))
+    name = dims_lib.path_str(path)
+    paths.append(name)
     if math.prod(shape) == 0:
       specs.append(None)
+      rules.append("")
+      guessed.append(False)
       continue
-    choice = grouping(path, shape) if grouping is not None else None
-    if choice is None:
-      spec = default_block_spec(shape, block_size)
-    elif isinstance(choice, BlockSpec):
-      spec = choice
-    elif isinstance(choice, (int, np.integer)):
-      spec = default_block_spec(shape, int(choice))
+    if isinstance(choice, BlockSpec):
+      spec, rule_name, was_guessed = choice, "block_spec", False
     else:
-      raise ValueError(
-          f"grouping returned {choice!r} for {jax.tree_util.keystr(path)}; expected a BlockSpec, an int or None")
-    check_spec(spec, shape, f"leaf {jax.tree_util.keystr(path)}")
+      rule = dims_lib.resolve(choice, name, shape, block_size)
+      spec, rule_name, was_guessed = spec_of_rule(rule, shape), rule.name, rule.guessed
+    check_spec(spec, shape, f"leaf {name or '<root>'}")
     specs.append(spec)
+    rules.append(rule_name)
+    guessed.append(was_guessed)
   buckets: list[list[int]] = []
-  sizes: list[int] = []
+  keys: list[Any] = []
   for i, spec in enumerate(specs):
     if spec is None:
       continue
-    if fuse and spec.block_size in sizes:
-      buckets[sizes.index(spec.block_size)].append(i)
+    own = fuse is False or (fuse is None and _blocks_sharded(leaves_with_path[i][1], spec))
+    key = ("leaf", i) if own else ("size", spec.block_size)
+    if key in keys:
+      buckets[keys.index(key)].append(i)
     else:
       buckets.append([i])
-      sizes.append(spec.block_size)
-  return Layout(tuple(specs), tuple(tuple(b) for b in buckets), tuple(sizes))
+      keys.append(key)
+  sizes = tuple(specs[b[0]].block_size for b in buckets)
+  return Layout(tuple(specs), tuple(tuple(b) for b in buckets), sizes, tuple(rules),
+                tuple(paths), tuple(guessed))
 
 
 def tree_to_buckets(tree: Any, layout: Layout) -> list[Array]:
@@ -230,16 +258,42 @@ def tree_to_buckets(tree: Any, layout: Layout) -> list[Array]:
   return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _gather_index(spec: BlockSpec, shape: tuple[int, ...], start: int) -> np.ndarray:
+  """For each entry of a leaf, its flat index in a bucket whose blocks start at ``start``."""
+  n = spec.num_blocks(shape)
+  flat = np.arange(n * spec.block_size, dtype=np.int64).reshape(n, spec.block_size)
+  padded_row = spec.row_size + (-spec.row_size % spec.block_size)
+  rows = flat.reshape(-1, padded_row)[:, : spec.row_size]
+  permuted = rows.reshape(tuple(shape[a] for a in spec.perm))
+  index = np.transpose(permuted, np.argsort(spec.perm)) + start * spec.block_size
+  dtype = np.int32 if index.size == 0 or index.max() < 2**31 else np.int64
+  index = np.ascontiguousarray(index, dtype)
+  index.setflags(write=False)
+  return index
+
+
 def buckets_to_tree(buckets: Sequence[Array], layout: Layout, like: Any) -> Any:
-  """Inverse of :func:`tree_to_buckets`; empty leaves come back as zeros of their shape."""
+  """Inverse of :func:`tree_to_buckets`; empty leaves come back as zeros of their shape.
+
+  A leaf of a shared, unsharded bucket is read with one gather from a constant index array when
+  it has at most ``GATHER_MAX_SIZE`` entries: XLA compiles one kernel per distinct slice, and a
+  gather's kernel is shared by all leaves of a shape, so compile time stays flat in the number
+  of leaves.
+  """
   leaves, treedef = jax.tree_util.tree_flatten(like)
   out: list[Any] = [jnp.zeros(np.shape(l), getattr(l, "dtype", jnp.float32)) for l in leaves]
   for blocks, bucket in zip(buckets, layout.buckets):
+    shared = len(bucket) > 1 and _explicit_spec(blocks) is None
+    flat = blocks.reshape(-1) if shared else None
     start = 0
     for i in bucket:
-      spec, shape = layout.specs[i], np.shape(leaves[i])
+      spec, shape = layout.specs[i], tuple(np.shape(leaves[i]))
       n = spec.num_blocks(shape)
-      out[i] = from_blocks(blocks[start:start + n], spec, shape)
+      if shared and math.prod(shape) <= GATHER_MAX_SIZE:
+        out[i] = flat.at[_gather_index(spec, shape, start)].get(mode="promise_in_bounds")
+      else:
+        out[i] = from_blocks(blocks[start:start + n], spec, shape)
       start += n
   return jax.tree_util.tree_unflatten(treedef, out)
 

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mbag._src import describe as describe_lib
+from mbag._src import dimension_numbers as dims_lib
 from mbag._src import linalg
 from mbag._src import partition
 from mbag._src import sharding as sharding_lib
@@ -64,12 +66,19 @@ class ScaleByMBAGState(NamedTuple):
     roots: per bucket, [n, b, b] float32: the root in use, H^{1/2} or G^{-1/2};
       empty for MBAG-N.
     diagnostics: MBAGDiagnostics.
+    root_due: [] bool. A scheduled root was skipped (non-finite gradient): the next step with
+      a finite gradient computes it.
+
+  For parameters without leaves (and for ``optax.tree.map_params``' placeholder) ``stats`` and
+  ``roots`` are a single empty ``[0]`` array instead of tuples, so that the state's structure
+  never depends on the parameters' beyond the number of buckets.
   """
 
   count: Array
-  stats: tuple[Array, ...]
-  roots: tuple[Array, ...]
+  stats: tuple[Array, ...] | Array
+  roots: tuple[Array, ...] | Array
   diagnostics: MBAGDiagnostics
+  root_due: Array
 
 
 def _is_concrete_number(x: Any) -> bool:
@@ -118,6 +127,26 @@ def validate_hyperparameters(
     raise ValueError(f"root_method must be one of {_ROOT_METHODS}, got {root_method!r}")
 
 
+def _static_block_size(block_size: Any) -> int:
+  if isinstance(block_size, jax.core.Tracer):
+    raise ValueError(
+        "block_size is traced (optax.inject_hyperparams makes every number a hyperparameter "
+        "array): it fixes the shapes of the state, pass it as static, e.g. "
+        "optax.inject_hyperparams(mbag.mbag, static_args=('block_size',))")
+  return int(np.asarray(block_size))
+
+
+def _statistics_dtype(dtype: Any):
+  if dtype is None:
+    return jnp.dtype(jnp.float32)
+  if isinstance(dtype, (jax.Array, np.ndarray)) and not isinstance(dtype, np.dtype):
+    raise ValueError(
+        "statistics_dtype is an array: optax.inject_hyperparams evaluates a callable argument "
+        "(a dtype such as jnp.float32 is callable) as a schedule; pass it as a string "
+        "('float32') or as static: static_args=('statistics_dtype',)")
+  return jnp.dtype(dtype)
+
+
 def _masked_identity(mask: np.ndarray, scale) -> Array:
   m = jnp.asarray(mask, jnp.float32)
   return (m[:, :, None] * m[:, None, :]) * jnp.eye(mask.shape[-1], dtype=jnp.float32) * scale
@@ -135,31 +164,41 @@ def _block_preconditioner(
     newton_schulz_tolerance: float | None = None,
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
-    grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = False,
+    dimension_numbers: Any = None,
+    grouping: Any = None,
+    fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding_lib.ShardBlocks = None,
 ) -> optax.GradientTransformation:
   """The engine behind the three public preconditioners."""
+  if dimension_numbers is not None and grouping is not None:
+    raise ValueError("dimension_numbers and grouping are two names of the same argument; "
+                     "give only dimension_numbers")
+  dimension_numbers = grouping if dimension_numbers is None else dimension_numbers
   validate_hyperparameters(
       block_size=block_size, initial_accumulator_value=initial_accumulator_value,
       decay=decay, root_interval=root_interval, newton_schulz_steps=newton_schulz_steps,
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps)
-  block_size = int(block_size)
-  statistics_dtype = jnp.dtype(statistics_dtype or jnp.float32)
+  block_size = _static_block_size(block_size)
+  statistics_dtype = _statistics_dtype(statistics_dtype)
+  if fuse_blocks not in (None, True, False):
+    raise ValueError(f"fuse_blocks must be None, True or False, got {fuse_blocks!r}")
   uses_root = algorithm != "inverse_direct"
   shard_axes = sharding_lib.normalize(shard_blocks)
   root_kind = "inv_sqrt" if algorithm == "ema" else "sqrt"
 
   def layout_of(tree):
-    return partition.make_layout(tree, block_size, grouping, fuse_blocks)
+    return partition.make_layout(tree, block_size, dimension_numbers, fuse_blocks)
 
   def block_sharding():
     return None if shard_axes is None else sharding_lib.resolve(shard_axes)
 
   def init_fn(params):
     layout = layout_of(params)
+    dims_lib.warn_guessed(layout.guessed_leaves(params))
+    describe_lib.record(describe_lib.Recorded(
+        algorithm, layout, params, statistics_dtype, 2 if uses_root else 1, block_size))
     masks = partition.bucket_present_masks(params, layout)
     lam = jnp.asarray(initial_accumulator_value, statistics_dtype)
     stat_scale = lam if algorithm == "ema" else 1.0 / lam
@@ -178,6 +217,8 @@ def _block_preconditioner(
 
     stats = identities(stat_scale)
     roots = identities(jax.lax.rsqrt(lam)) if uses_root else ()
+    if not layout.buckets:  # no leaves: a fixed leaf, whatever the (placeholder) params
+      stats, roots = jnp.zeros([0], statistics_dtype), jnp.zeros([0], statistics_dtype)
     # Distinct buffers for every field, so that the state can be donated to a jitted step.
     zero_f = lambda: jnp.zeros([], jnp.float32)  # noqa: E731
     zero_i = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
@@ -185,7 +226,8 @@ def _block_preconditioner(
         root_residual=zero_f(), root_error=zero_f(), root_steps=zero_i(),
         min_denominator=jnp.ones([], jnp.float32), num_nonfinite_grads=zero_i(),
         num_root_fallbacks=zero_i(), num_skipped_blocks=zero_i())
-    return ScaleByMBAGState(jnp.zeros([], jnp.int32), stats, roots, diagnostics)
+    return ScaleByMBAGState(jnp.zeros([], jnp.int32), stats, roots, diagnostics,
+                            jnp.zeros([], bool))
 
   def compute_roots(stats, old_roots):
     new_roots, fallbacks = [], jnp.zeros([], jnp.int32)
@@ -211,6 +253,10 @@ def _block_preconditioner(
     layout = layout_of(updates)
     blocks = partition.tree_to_buckets(updates, layout)
     bs = block_sharding()
+    if not isinstance(state.stats, tuple):  # the state of parameters without leaves
+      if blocks:
+        raise ValueError("MBAG state was made by init for parameters without leaves")
+      return updates, state._replace(count=optax.safe_int32_increment(state.count))
     sharding_lib.check_state(state.stats, [b.shape[0] for b in blocks], shard_axes, bs)
     grads = [g.astype(statistics_dtype) for g in blocks]
     # A NaN/Inf anywhere in the gradient: the gradient counts as zero, so statistics and roots
@@ -257,8 +303,11 @@ def _block_preconditioner(
     roots = state.roots
     root_info = (diag.root_residual, diag.root_error, diag.root_steps)
     fallbacks = diag.num_root_fallbacks
+    root_due = state.root_due
     if uses_root:
-      is_root_step = finite & ((count % root_interval == 0) | (count <= root_warmup_steps))
+      scheduled = (count % root_interval == 0) | (count <= root_warmup_steps) | root_due
+      is_root_step = finite & scheduled
+      root_due = scheduled & ~finite
       roots, root_info, n_fb = jax.lax.cond(
           is_root_step, compute_roots,
           lambda s, r: (tuple(r), root_info, jnp.zeros([], jnp.int32)),
@@ -271,7 +320,7 @@ def _block_preconditioner(
         root_residual=root_info[0], root_error=root_info[1], root_steps=root_info[2],
         min_denominator=min_den, num_root_fallbacks=fallbacks, num_skipped_blocks=skipped,
         num_nonfinite_grads=diag.num_nonfinite_grads + (~finite).astype(jnp.int32))
-    return directions, ScaleByMBAGState(count, tuple(stats), tuple(roots), diagnostics)
+    return directions, ScaleByMBAGState(count, tuple(stats), tuple(roots), diagnostics, root_due)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -286,8 +335,9 @@ def scale_by_mbag(
     newton_schulz_tolerance: float | None = None,
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
-    grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = False,
+    dimension_numbers: Any = None,
+    grouping: Any = None,
+    fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding_lib.ShardBlocks = None,
 ) -> optax.GradientTransformation:
@@ -308,8 +358,8 @@ def scale_by_mbag(
   for a block keeps that block's previous root.
 
   Args:
-    block_size: tau, the size of a mini-block for dense kernels and other leaves
-      (conv kernels use ``kh*kw``); see :func:`mbag.default_block_spec`.
+    block_size: tau, the size of a mini-block (small conv kernels keep their ``kh*kw`` taps
+      whole, see :func:`mbag.default_dimension_numbers`); must be static (a Python int).
     initial_accumulator_value: lambda > 0.
     root_interval: T_sqr; the root is recomputed when ``t % root_interval == 0``.
     newton_schulz_steps: T_NS, iterations of the coupled Newton-Schulz iteration.
@@ -321,12 +371,20 @@ def scale_by_mbag(
     root_warmup_steps: also recompute the root at every step ``t <= root_warmup_steps``.
       0 (default) is the paper's algorithm, whose first ``root_interval - 1``
       steps use ``lambda^{-1/2} I`` (momentum SGD with a ``lambda^{-1/2}``-times larger step).
-    grouping: optional ``(key_path, shape) -> BlockSpec | int | None`` overriding the
-      default grouping per leaf (an int overrides the block size only).
-    fuse_blocks: stack blocks of equal size from all leaves into one array so
-      that each bucket is updated by one batched operation. Off by default: on
-      the CPU the per-leaf form measured faster (``python -m benchmarks.update_speed``)
-      and it keeps every leaf's state shaped like that leaf's blocks.
+    dimension_numbers: which axes of each leaf form blocks (default: the paper's rules,
+      :func:`mbag.default_dimension_numbers`). One spec for every leaf, a pytree of specs (or
+      None) with the params' structure or a prefix of it, or a callable
+      ``(key_path, shape) -> spec | None`` (e.g. :func:`mbag.dimension_numbers_by_path`).
+      A spec is a :class:`mbag.BlockDimensionNumbers`, an ``optax.contrib.MuonDimensionNumbers``
+      (block = its reduction axes), an int (this leaf's block size, default rule) or a low-level
+      :class:`mbag.BlockSpec`. Leaves whose grouping the defaults had to guess are listed in
+      one warning at ``init``; ``print(mbag.describe(params, tx))`` shows the whole layout.
+    grouping: the older name of ``dimension_numbers`` (same values); give one of them.
+    fuse_blocks: None (default): leaves with blocks of equal size share one stacked
+      statistic (a bucket), so that the update is a few batched operations whatever the
+      number of leaves (compile time stays near Adam's), except that a leaf whose blocks are
+      sharded along a mesh axis keeps a bucket of its own and its state stays sharded like it.
+      True: buckets by block size only. False: one bucket per leaf.
     statistics_dtype: dtype of H and the roots (None: float32, also for bf16 params).
     shard_blocks: None (default: the state follows the parameters' sharding), or a mesh
       axis name or names over which the block axis of the statistics and roots is sharded
@@ -354,8 +412,8 @@ def scale_by_mbag(
       root_interval=root_interval, newton_schulz_steps=newton_schulz_steps,
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
-      shard_blocks=shard_blocks)
+      dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
 
 
 def scale_by_mbag_ema(
@@ -369,8 +427,9 @@ def scale_by_mbag_ema(
     newton_schulz_tolerance: float | None = None,
     newton_schulz_max_steps: int = 100,
     root_warmup_steps: int = 0,
-    grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = False,
+    dimension_numbers: Any = None,
+    grouping: Any = None,
+    fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding_lib.ShardBlocks = None,
 ) -> optax.GradientTransformation:
@@ -392,16 +451,17 @@ def scale_by_mbag_ema(
       decay=decay, root_interval=root_interval, newton_schulz_steps=newton_schulz_steps,
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
-      shard_blocks=shard_blocks)
+      dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
 
 
 def scale_by_mbag_n(
     block_size: int = 32,
     initial_accumulator_value: float = 0.01,
     *,
-    grouping: partition.Grouping | None = None,
-    fuse_blocks: bool = False,
+    dimension_numbers: Any = None,
+    grouping: Any = None,
+    fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding_lib.ShardBlocks = None,
 ) -> optax.GradientTransformation:
@@ -412,8 +472,9 @@ def scale_by_mbag_n(
   """
   return _block_preconditioner(
       "inverse_direct", block_size=block_size,
-      initial_accumulator_value=initial_accumulator_value, grouping=grouping,
-      fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
+      initial_accumulator_value=initial_accumulator_value, dimension_numbers=dimension_numbers,
+      grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
+      shard_blocks=shard_blocks)
 
 
 def find_mbag_state(opt_state: Any) -> ScaleByMBAGState:

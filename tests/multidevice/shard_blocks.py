@@ -64,7 +64,7 @@ def case(mesh, tx, params, grads):
 
 def main():
   params, grads = params_and_grads()
-  kw = dict(block_size=8, root_interval=3)
+  kw = dict(block_size=8, root_interval=3, fuse_blocks=False)  # one bucket per leaf
   u_ref, state_ref, _ = run_steps(mbag.mbag(0.1, **kw), params, grads, lambda t: t)
   ref = mbag.find_mbag_state(state_ref)
   scale = max(float(np.max(np.abs(np.asarray(v)))) for v in u_ref.values())
