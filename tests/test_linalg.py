@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mbag import linalg
+from tests import compat
 
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
@@ -54,7 +55,7 @@ def test_sherman_morrison_matches_direct_inverse_float64():
   rng = np.random.default_rng(0)
   G = np.stack([spd_with_spectrum(rng, np.geomspace(1e-2, 1e2, 6)) for _ in range(4)])
   g = rng.standard_normal((4, 6))
-  with jax.enable_x64(True):
+  with compat.enable_x64(True):
     H_new = np.asarray(linalg.sherman_morrison(jnp.asarray(np.linalg.inv(G)), jnp.asarray(g)))
   expected = np.linalg.inv(G + g[:, :, None] * g[:, None, :])
   cond = np.linalg.cond(G)
@@ -96,7 +97,7 @@ def test_sherman_morrison_property(b, seed, log_cond, g_scale):
   g = rng.standard_normal(b) * 10.0 ** g_scale
   H = np.linalg.inv(G)
   H = 0.5 * (H + H.T)  # symmetric input; the update must keep it exactly symmetric
-  with jax.enable_x64(True):
+  with compat.enable_x64(True):
     H_new = np.asarray(linalg.sherman_morrison(jnp.asarray(H), jnp.asarray(g)))
   G_new = G + np.outer(g, g)
   expected = np.linalg.inv(G_new)
@@ -156,7 +157,7 @@ def test_newton_schulz_five_steps_error_on_realistic_block_is_a_few_percent():
 def test_eigh_root_is_exact(kind, power):
   rng = np.random.default_rng(4)
   A = np.stack([spd_with_spectrum(rng, np.geomspace(1e-2, 1.0, 5)) for _ in range(3)])
-  with jax.enable_x64(True):
+  with compat.enable_x64(True):
     root, info = linalg.matrix_root(jnp.asarray(A), kind, method="eigh")
   ref = np.stack([exact_root(a, power) for a in A])
   np.testing.assert_allclose(np.asarray(root), ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max())
@@ -216,6 +217,6 @@ def test_newton_schulz_converges_quadratically_under_sufficient_condition(eig, s
     if 1e-7 < e0 < 0.5:
       assert e1 <= e0 ** 2 * 1.01
   # And the library's normalised iteration reaches the same root.
-  with jax.enable_x64(True):
+  with compat.enable_x64(True):
     s, _ = linalg.newton_schulz(jnp.asarray(A), 60)
   np.testing.assert_allclose(np.asarray(s), exact_root(A, 0.5), atol=1e-9)

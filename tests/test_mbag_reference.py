@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import mbag
+from tests import compat
 from mbag._src import linalg as linalg_impl
 from tests import reference
 
@@ -15,7 +16,7 @@ LAM, MOM, LR = 0.05, 0.9, 0.1
 
 def run_jax(tx, params, grads_seq, x64=True):
   """Applies tx to a sequence of gradient pytrees; returns updates (flat numpy) and final state."""
-  with jax.enable_x64(x64):
+  with compat.enable_x64(x64):
     params = jax.tree.map(jnp.asarray, params)
     state = tx.init(params)
     update = jax.jit(tx.update)
@@ -184,7 +185,7 @@ def test_nonfinite_gradient_is_treated_as_zero(factory):
   good = {"w": np.ones((4, 2)), "b": np.ones(2)}
   bad = {"w": np.ones((4, 2)), "b": np.array([np.nan, 1.0])}
   tx = factory(LR, block_size=4)
-  with jax.enable_x64(False):
+  with compat.enable_x64(False):
     state = tx.init(jax.tree.map(jnp.asarray, params))
     _, state = tx.update(good, state)
     before = mbag.find_mbag_state(state)

@@ -10,6 +10,7 @@ import sympy
 
 import mbag
 import theory
+from tests import compat
 from tests import reference
 from theory import bound
 from theory import newton_schulz as ns_theory
@@ -89,7 +90,7 @@ def test_elliptical_potential_lemma_block_diagonal(seed, T, blocks, b, lam):
   logdet = sum(np.linalg.slogdet(Gk)[1] for Gk in G) - blocks * b * np.log(lam)
   assert total <= logdet + 1e-9 * max(1.0, abs(logdet))
   # the same quantity through theory.terms (H = G^{-1} per block, as MBAG stores it)
-  with jax.enable_x64(True):
+  with compat.enable_x64(True):
     H = jnp.asarray(np.linalg.inv(G))
     mask = jnp.ones((blocks, b), bool)
     for method in ("eigh", "cholesky"):
@@ -131,7 +132,7 @@ def test_sherman_morrison_numerically_float64(seed, b, log_cond, gscale):
   H = (q * w) @ q.T
   g = rng.standard_normal(b) * 10.0**gscale
   expected = np.linalg.inv(np.linalg.inv(H) + np.outer(g, g))
-  with jax.enable_x64(True):
+  with compat.enable_x64(True):
     got = np.asarray(mbag.linalg.sherman_morrison(jnp.asarray(H), jnp.asarray(g)))
   # Both sides are computed in float64. The reference inverts G = H^{-1} + g g^T (error of
   # order kappa(G) eps |H_new|); Sherman-Morrison subtracts H u u^T H / (1 + s) from H, whose
@@ -300,7 +301,7 @@ def test_predicted_steps_match_the_matrix_iteration(tolerance):
   rng = np.random.default_rng(1)
   q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
   A = (q * np.geomspace(1e-3, 1.0, 6)) @ q.T
-  with jax.enable_x64(True):
+  with compat.enable_x64(True):
     cond = ns_theory.conditions([jnp.asarray(A)[None]], tolerance=tolerance)
     k = int(cond["ns/predicted_steps"])
 
@@ -320,7 +321,7 @@ def test_conditions_ignore_padding_and_measure_the_root():
   H[0, :3, :3] = np.diag([4.0, 1.0, 0.25])  # coordinate 3 is padding
   R = np.zeros_like(H)
   R[0, :3, :3] = np.diag([2.0, 1.0, 0.6])  # wrong on the last present coordinate
-  with jax.enable_x64(True):
+  with compat.enable_x64(True):
     cond = ns_theory.conditions([jnp.asarray(H)], [jnp.asarray(R)])
   nrm = np.sqrt(16 + 1 + 1 / 16)
   assert float(cond["ns/min_normalised_eigenvalue"]) == pytest.approx(0.25 / nrm, rel=1e-12)
@@ -331,7 +332,7 @@ def test_conditions_ignore_padding_and_measure_the_root():
 
 
 def test_hessian_power_iteration_and_exact_constants():
-  with jax.enable_x64(True):
+  with compat.enable_x64(True):
     quad = problems.quadratic()
     est = float(problems.hessian_norm_estimate(quad.loss, quad.init, jax.random.PRNGKey(0), iters=200))
     assert est == pytest.approx(quad.L, rel=1e-3) and est <= quad.L * (1 + 1e-9)

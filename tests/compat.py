@@ -1,0 +1,8 @@
+"""What the tests need from JAX across the versions the library supports (see pyproject.toml)."""
+
+import jax
+
+# jax.enable_x64 is jax >= 0.8; earlier versions have it in jax.experimental.
+enable_x64 = getattr(jax, "enable_x64", None)
+if enable_x64 is None:
+  from jax.experimental import enable_x64  # pylint: disable=g-import-not-at-top  # noqa: F401
