@@ -4,14 +4,27 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# A second environment with the lowest jax / optax / numpy / flax that pyproject.toml declares,
+# where `make test` also runs the library's tests (tests/floor_requirements.py).
+FLOOR_VENV ?= .venv-floor
+FLOOR_PY := $(FLOOR_VENV)/bin/python
+FLOOR_STAMP := $(FLOOR_VENV)/.installed
+FLOOR_TESTS := tests/test_mbag_reference.py tests/test_grouping.py tests/test_optax_contract.py \
+	tests/test_validation.py tests/test_linalg.py tests/test_sharding.py
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-floor bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[all]"
 	touch $(STAMP)
+
+$(FLOOR_STAMP): pyproject.toml tests/floor_requirements.py
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PY) -m pip install --quiet --upgrade pip
+	$(FLOOR_PY) -m pip install --quiet $$($(PYTHON) tests/floor_requirements.py) -e ".[test]"
+	touch $(FLOOR_STAMP)
 
 install: $(STAMP)
 
@@ -20,9 +33,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
+	$(MAKE) test-floor
+
+test-floor: $(FLOOR_STAMP)
+	$(FLOOR_PY) -m pytest -n 2 $(FLOOR_TESTS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.update_speed
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(FLOOR_VENV)

@@ -3,8 +3,9 @@
 Everything is measured side by side in one process (ratios, not absolute times, are the result):
 Adam update, MBAG steady step (no root), MBAG root step, amortised root cost, bytes of optimizer
 state per parameter, and the steady step against a memory-traffic estimate (bytes the step must
-move / copy bandwidth measured in this run). Both block layouts are timed: blocks of equal size
-fused across leaves, and one bucket per leaf.
+move / copy bandwidth measured in this run). Three block layouts are timed: the default (blocks of
+equal size share a bucket, leaves read back by gathers), the same buckets read back by slices
+(the layout before gathers, ``fused_sliced``), and one bucket per leaf (``per_leaf``).
 
   python -m benchmarks.update_speed [--repeats 30] [--json out.jsonl]
 """
@@ -23,6 +24,7 @@ import numpy as np
 import optax
 
 import mbag
+from mbag._src import partition
 
 
 def resnet56_params() -> dict:
@@ -74,6 +76,19 @@ def time_updates(txs: dict, params, repeats: int) -> dict:
   return {name: statistics.median(t) for name, t in times.items()}
 
 
+def sliced_read_back(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """``tx`` whose buckets are read back into leaves by slices instead of gathers (when traced)."""
+
+  def update(updates, state, params=None):
+    saved, partition.GATHER_MAX_SIZE = partition.GATHER_MAX_SIZE, 0
+    try:
+      return tx.update(updates, state, params)
+    finally:
+      partition.GATHER_MAX_SIZE = saved
+
+  return optax.GradientTransformation(tx.init, update)
+
+
 def copy_bandwidth(num_bytes: int, repeats: int) -> float:
   """Bytes/s of a read+write pass over a buffer of num_bytes (donated, like optimizer state)."""
   x = jnp.ones(num_bytes // 4, jnp.float32)
@@ -112,14 +127,15 @@ def main():
              "jax": jax.__version__, "repeats": args.repeats}
 
   txs = {"adam": optax.adam(1e-3)}
-  for fuse in (True, False):
-    tag = "fused" if fuse else "per_leaf"
-    txs[f"{tag}_steady"] = mbag.mbag(1e-3, fuse_blocks=fuse, root_interval=10**9)
-    txs[f"{tag}_root"] = mbag.mbag(1e-3, fuse_blocks=fuse, root_interval=1)
+  layouts = {"default": (None, False), "fused_sliced": (None, True), "per_leaf": (False, False)}
+  for tag, (fuse, sliced) in layouts.items():
+    wrap = sliced_read_back if sliced else (lambda tx: tx)
+    txs[f"{tag}_steady"] = wrap(mbag.mbag(1e-3, fuse_blocks=fuse, root_interval=10**9))
+    txs[f"{tag}_root"] = wrap(mbag.mbag(1e-3, fuse_blocks=fuse, root_interval=1))
   t = time_updates(txs, params, args.repeats)
   results["adam_update_ms"] = 1e3 * t["adam"]
   results["adam_state_bytes_per_param"] = tree_bytes(optax.adam(1e-3).init(params)) / n
-  state = txs["per_leaf_steady"].init(params)
+  state = txs["default_steady"].init(params)
   results["mbag_state_bytes_per_param"] = tree_bytes(state) / n
   moved = steady_bytes_moved(state, params)
   results["mbag_steady_bytes_moved"] = moved
@@ -128,7 +144,7 @@ def main():
   bandwidth = copy_bandwidth(tree_bytes(s.stats) + tree_bytes(s.roots), args.repeats)
   results["copy_bandwidth_GBps"] = bandwidth / 1e9
   results["memory_traffic_estimate_ms"] = 1e3 * moved / bandwidth
-  for tag in ("fused", "per_leaf"):
+  for tag in layouts:
     steady, root = t[f"{tag}_steady"], t[f"{tag}_root"]
     results[f"mbag_{tag}_steady_ms"] = 1e3 * steady
     results[f"mbag_{tag}_root_step_ms"] = 1e3 * root

@@ -6,3 +6,8 @@ import jax
 enable_x64 = getattr(jax, "enable_x64", None)
 if enable_x64 is None:
   from jax.experimental import enable_x64  # pylint: disable=g-import-not-at-top  # noqa: F401
+
+
+def spec_str(spec) -> str:
+  """``str`` of a PartitionSpec as jax >= 0.8 writes it (``P('d', None)``)."""
+  return str(spec).replace("PartitionSpec(", "P(")

@@ -100,7 +100,8 @@ def _bucket_shapes(params, layout: mbag.Layout) -> tuple:
 
 def _infer_layout(params, shapes: tuple, block_size, grouping, fuse_blocks) -> mbag.Layout:
   sizes = [block_size] if block_size is not None else sorted({s[-1] for s in shapes} | {32})
-  fuses = [fuse_blocks] if fuse_blocks is not None else [False, True]
+  # mbag's fuse_blocks: None (its default, buckets by block size), False or True.
+  fuses = [fuse_blocks] if fuse_blocks is not None else [None, False, True]
   found = []
   for b in sizes:
     for fuse in fuses:

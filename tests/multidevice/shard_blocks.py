@@ -16,12 +16,14 @@ import numpy as np  # noqa: E402
 from jax.sharding import AxisType, PartitionSpec as P  # noqa: E402
 
 import mbag  # noqa: E402
+from tests import compat  # noqa: E402
 
 NUM_STEPS = 6
 
 
 def specs(tree):
-  return [str(getattr(x.sharding, "spec", "single device")) for x in jax.tree.leaves(tree)]
+  return [compat.spec_str(getattr(x.sharding, "spec", "single device"))
+          for x in jax.tree.leaves(tree)]
 
 
 def params_and_grads():
@@ -55,8 +57,8 @@ def case(mesh, tx, params, grads):
     u, state, before = run_steps(tx, params, grads, replicate)
     s = mbag.find_mbag_state(state)
     return {"u": u, "before": before, "after": specs(s),
-            "stats_specs": [str(x.sharding.spec) for x in s.stats],
-            "update_specs": sorted(set(str(x.sharding.spec) for x in u.values())),
+            "stats_specs": [compat.spec_str(x.sharding.spec) for x in s.stats],
+            "update_specs": sorted(set(compat.spec_str(x.sharding.spec) for x in u.values())),
             "bytes": mbag.bytes_per_device(s), "stats_rows": [int(x.shape[0]) for x in s.stats],
             "root_residual": float(s.diagnostics.root_residual),
             "num_root_fallbacks": int(s.diagnostics.num_root_fallbacks)}

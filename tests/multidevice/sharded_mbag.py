@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import AxisType, PartitionSpec as P  # noqa: E402
 
 import mbag  # noqa: E402
+from tests import compat  # noqa: E402
 
 
 def main():
@@ -34,15 +35,15 @@ def main():
     specs = {"conv": P(None, None, None, "d"), "dense": P(None, "d"), "bias": P()}
     params = {k: jax.device_put(v, specs[k]) for k, v in host.items()}
     state = jax.jit(tx.init)(params)
-    before = jax.tree.map(lambda x: str(x.sharding.spec), state)
+    before = jax.tree.map(lambda x: compat.spec_str(x.sharding.spec), state)
     update = jax.jit(tx.update)
     for g in grads_seq:
       g = {k: jax.device_put(v, specs[k]) for k, v in g.items()}
       u, state = update(g, state, params)
-    after = jax.tree.map(lambda x: str(x.sharding.spec), state)
+    after = jax.tree.map(lambda x: compat.spec_str(x.sharding.spec), state)
     sharded_bytes = mbag.bytes_per_device(mbag.find_mbag_state(state))
-    stats_specs = [str(x.sharding.spec) for x in mbag.find_mbag_state(state).stats]
-    update_specs = {k: str(v.sharding.spec) for k, v in u.items()}
+    stats_specs = [compat.spec_str(x.sharding.spec) for x in mbag.find_mbag_state(state).stats]
+    update_specs = {k: compat.spec_str(v.sharding.spec) for k, v in u.items()}
   diff = max(float(np.max(np.abs(np.asarray(u[k]) - np.asarray(u_ref[k])))) for k in host)
   scale = max(float(np.max(np.abs(np.asarray(u_ref[k])))) for k in host)
   print(json.dumps({"max_abs_diff": diff, "scale": scale, "single_bytes": single_bytes,
