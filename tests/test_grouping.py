@@ -426,13 +426,17 @@ def test_nonfinite_gradient_on_a_root_step_computes_the_root_at_the_next_finite_
   assert not bool(state.root_due)
 
 
-def test_default_buckets_are_one_per_block_size_whatever_the_number_of_leaves():
+@pytest.mark.parametrize("gather_max", [1 << 18, 0])  # leaves read by gathers / by slices
+def test_default_buckets_are_one_per_block_size_whatever_the_number_of_leaves(
+    gather_max, monkeypatch):
+  from mbag._src import partition  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(partition, "GATHER_MAX_SIZE", gather_max)
   params = {f"l{i:02d}": {"kernel": jnp.zeros((64, 64)), "bias": jnp.zeros(64)} for i in range(24)}
   layout = mbag.make_layout(params, 32)
   assert len(layout.buckets) == 1 and layout.block_sizes == (32,)
   state = mbag.find_mbag_state(mbag.mbag(0.1).init(params))
   assert [s.shape for s in state.stats] == [(24 * (128 + 2), 32, 32)]
-  # A fused bucket is read back into every leaf exactly (gather path).
+  # A shared bucket is read back into every leaf exactly.
   rng = np.random.default_rng(0)
   tree = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32), params)
   back = mbag.buckets_to_tree(mbag.tree_to_buckets(tree, layout), layout, tree)

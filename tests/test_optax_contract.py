@@ -206,3 +206,25 @@ def test_state_is_a_plain_pytree(name):
   u1, _ = tx.update(params, state, params)
   u2, _ = tx.update(params, rebuilt, params)
   np.testing.assert_array_equal(u1["a"], u2["a"])
+
+
+def test_mbag_is_the_preconditioner_chained_with_momentum_and_learning_rate():
+  """mbag == chain(scale_by_mbag, trace(momentum), scale_by_learning_rate): the scale_by_*
+  preconditioners carry no momentum, and a schedule sees the same count."""
+  params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+  schedule = optax.linear_schedule(0.1, 0.01, 5)
+  kw = dict(block_size=2, root_interval=2)
+  pairs = [(mbag.mbag(schedule, momentum=0.8, **kw),
+            optax.chain(mbag.scale_by_mbag(**kw), optax.trace(decay=0.8),
+                        optax.scale_by_learning_rate(schedule))),
+           (mbag.mbag_n(schedule, momentum=0.8, block_size=2),
+            optax.chain(mbag.scale_by_mbag_n(block_size=2), optax.trace(decay=0.8),
+                        optax.scale_by_learning_rate(schedule)))]
+  for tx, chained in pairs:
+    s1, s2 = tx.init(params), chained.init(params)
+    for i in range(4):
+      g = jax.tree.map(lambda x: jnp.sin(x * (i + 1.0)), params)
+      u1, s1 = tx.update(g, s1, params)
+      u2, s2 = chained.update(g, s2, params)
+      for k in params:
+        np.testing.assert_array_equal(u1[k], u2[k])
