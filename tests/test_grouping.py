@@ -51,6 +51,7 @@ CASES = [
     ((3, 3, 2, 2), 4, 2, (0, 1), 2, "conv"),  # an int is this leaf's block size, also for convs
     ((2, 5, 3), 4, None, (0, 1), 4, "fallback"),  # rank 3: last axis outputs
     ((4, 4, 3, 2), 8, None, (0, 1, 2), 8, "fallback"),  # 4x4 conv or a stack: guessed
+    ((1, 5, 2, 3), 4, None, (0, 1), 5, "conv"),  # 1xk: a conv1d written as conv2d
     ((3, 5, 4), 4, DIMS(batch_axis=0), (1,), 4, "stacked dense"),
     ((3, 5, 4), 8, DIMS(batch_axis=0), (2, 1), 8, "stacked dense"),  # 8 > n_in: per layer
     ((2, 3, 3, 2, 2), 4, DIMS(batch_axis=0), (1, 2), 9, "stacked conv"),

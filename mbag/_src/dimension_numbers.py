@@ -31,7 +31,7 @@ Axes = Union[int, Sequence[int]]
 
 # The conv rule keeps all taps of a kernel in one block up to this many taps (7x7 = 49 fits).
 CONV_MAX_TAPS = 64
-# The conv rule applies to kernels whose spatial extents are equal, odd and at most this.
+# The conv rule applies to kernels whose spatial extents are odd and at most this.
 CONV_MAX_EXTENT = 7
 
 
@@ -143,9 +143,7 @@ def _axes(x: Axes | None, ndim: int, what: str, where: str) -> tuple[int, ...] |
 
 
 def _conv_spatial(shape: tuple[int, ...]) -> bool:
-  spatial = shape[:-2]
-  return (len(shape) in (4, 5) and len(set(spatial)) == 1
-          and spatial[0] % 2 == 1 and spatial[0] <= CONV_MAX_EXTENT)
+  return len(shape) in (4, 5) and all(k % 2 == 1 and k <= CONV_MAX_EXTENT for k in shape[:-2])
 
 
 def default_dimension_numbers(path: str, shape: Sequence[int], block_size: int,
@@ -160,13 +158,14 @@ def default_dimension_numbers(path: str, shape: Sequence[int], block_size: int,
   * ``dense``: rank 2 ``(n_in, m_out)``: the paper's ``vec(W^T)``. With ``block_size <= n_in``
     the inputs of every output unit cut into groups; with a larger ``block_size`` the kernel
     flattened output by output and cut into consecutive groups (``n_in * m_out``: layer-wise).
-  * ``conv``: rank 4 or 5 whose spatial extents (all but the last two axes) are equal, odd and at
-    most ``CONV_MAX_EXTENT`` = 7 (``(3, 3, c_in, c_out)``, ``(5, 5, 5, c_in, c_out)``): the taps
+  * ``conv``: rank 4 or 5 whose spatial extents (all but the last two axes) are odd and at most
+    ``CONV_MAX_EXTENT`` = 7 (``(3, 3, c_in, c_out)``, ``(1, 5, c_in, c_out)``,
+    ``(5, 5, 5, c_in, c_out)``): the taps
     of one ``(c_in, c_out)`` pair, one block when there are at most
     ``max(block_size, CONV_MAX_TAPS)`` = ``max(block_size, 64)`` taps, else cut into
     ``block_size`` (an explicit per-leaf block size always cuts).
   * ``fallback`` (guessed, warned at ``init``): every other shape (rank 3 such as conv1d,
-    stacked dense and DenseGeneral kernels, 2x2 / 16x16 / 1x7 convs, scanned attention kernels):
+    stacked dense and DenseGeneral kernels, 2x2 / 4x4 / 16x16 convs, scanned attention kernels):
     the last axis is taken as the output, all other axes flattened in order are its inputs, cut
     into ``block_size`` (the dense rule on ``reshape(-1, shape[-1])``).
 
