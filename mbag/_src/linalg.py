@@ -11,13 +11,70 @@ padding leave the result unchanged.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 RootKind = Literal["sqrt", "inv_sqrt"]
+
+
+def packed_size(block_size: int) -> int:
+  """Floats in the packed upper triangle of a ``b x b`` symmetric matrix: ``b (b + 1) / 2``."""
+  return block_size * (block_size + 1) // 2
+
+
+def packed_block_size(size: int) -> int:
+  """The ``b`` whose packed upper triangle has ``size`` entries; ValueError if there is none."""
+  b = (math.isqrt(8 * size + 1) - 1) // 2
+  if packed_size(b) != size:
+    raise ValueError(f"{size} is not the size of a packed symmetric matrix (b (b + 1) / 2)")
+  return b
+
+
+@functools.lru_cache(maxsize=None)
+def _triangle(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Row and column of each packed entry (row-major upper triangle), and the ``[b, b]`` map
+  from a dense position to its packed entry."""
+  rows, cols = np.triu_indices(b)
+  full = np.empty((b, b), np.int32)
+  full[rows, cols] = np.arange(rows.size, dtype=np.int32)
+  full[cols, rows] = np.arange(rows.size, dtype=np.int32)
+  for a in (rows, cols, full):
+    a.setflags(write=False)
+  return rows.astype(np.int32), cols.astype(np.int32), full
+
+
+def pack_symmetric(A: Array) -> Array:
+  r"""The upper triangles of symmetric matrices, row by row: ``[..., b, b] -> [..., b(b+1)/2]``.
+
+  Entry ``k`` of the result is ``A[i, j]`` for the ``k``-th pair ``i <= j`` in row-major
+  order (``numpy.triu_indices``). Only the upper triangle of ``A`` is read.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from mbag import linalg
+    >>> linalg.pack_symmetric(jnp.array([[1.0, 2.0], [2.0, 3.0]]))
+    Array([1., 2., 3.], dtype=float32)
+  """
+  rows, cols, _ = _triangle(A.shape[-1])
+  return A[..., rows, cols]
+
+
+def unpack_symmetric(packed: Array) -> Array:
+  """Inverse of :func:`pack_symmetric`: ``[..., b(b+1)/2] -> [..., b, b]``, exactly symmetric."""
+  _, _, full = _triangle(packed_block_size(packed.shape[-1]))
+  return packed[..., full]
+
+
+def packed_outer(w: Array) -> Array:
+  """``pack_symmetric(w w^T)`` without forming ``w w^T``: ``[..., b] -> [..., b(b+1)/2]``."""
+  rows, cols, _ = _triangle(w.shape[-1])
+  return w[..., rows] * w[..., cols]
 
 
 def sherman_morrison(H: Array, g: Array) -> Array:
@@ -56,19 +113,34 @@ def sherman_morrison_with_denominator(H: Array, g: Array) -> tuple[Array, Array]
   return H_new, denominator
 
 
-def guarded_sherman_morrison(H: Array, g: Array) -> tuple[Array, Array, Array]:
+def guarded_sherman_morrison(H: Array, g: Array, *, packed: bool = False
+                             ) -> tuple[Array, Array, Array]:
   """Sherman-Morrison that leaves a block unchanged when its update is not finite.
 
-  Returns ``(H_new, denominator, ok)`` where ``ok`` (``[...]`` bool) is False for
-  blocks whose update would overflow or whose denominator is not positive
-  (a sign that H lost positive definiteness); those blocks keep H.
+  Args:
+    H: ``[..., b, b]`` symmetric positive definite matrices, or with ``packed=True`` their
+      packed upper triangles ``[..., b(b+1)/2]`` (:func:`pack_symmetric`); the result has the
+      same form, so packed storage never holds more than the triangle.
+    g: ``[..., b]`` vectors.
+    packed: whether ``H`` is packed.
+
+  Returns:
+    ``(H_new, denominator, ok)`` where ``ok`` (``[...]`` bool) is False for blocks whose update
+    would overflow or whose denominator is not positive (a sign that H lost positive
+    definiteness); those blocks keep H bit for bit.
   """
-  u = jnp.einsum("...ij,...j->...i", H, g)
+  dense = unpack_symmetric(H) if packed else H
+  u = jnp.einsum("...ij,...j->...i", dense, g)
+  denominator, w, ok = rank_one_factor(u, g)
+  return H - (packed_outer(w) if packed else w[..., :, None] * w[..., None, :]), denominator, ok
+
+
+def rank_one_factor(u: Array, g: Array) -> tuple[Array, Array, Array]:
+  """``(1 + g^T u, w = u / sqrt(1 + g^T u), ok)`` with ``w = 0`` where the update is not finite."""
   denominator = 1.0 + jnp.sum(u * g, axis=-1)
   w = u * jax.lax.rsqrt(jnp.maximum(denominator, 1e-30))[..., None]
   ok = jnp.isfinite(denominator) & (denominator > 0) & jnp.all(jnp.isfinite(w * w), axis=-1)
-  w = jnp.where(ok[..., None], w, 0.0)
-  return H - w[..., :, None] * w[..., None, :], denominator, ok
+  return denominator, jnp.where(ok[..., None], w, 0.0), ok
 
 
 class RootInfo(NamedTuple):
