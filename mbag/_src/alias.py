@@ -7,6 +7,7 @@ from typing import Any
 import optax
 
 from mbag._src import sharding
+from mbag._src import storage as storage_lib
 from mbag._src import transform
 
 
@@ -33,6 +34,8 @@ def mbag(
     fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding.ShardBlocks = None,
+    storage: storage_lib.Storage = "dense",
+    root_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG (Algorithm 1): mini-block full-matrix AdaGrad with heavy-ball momentum.
 
@@ -50,8 +53,10 @@ def mbag(
     newton_schulz_steps: T_NS.
     root_method: "newton_schulz" or "eigh".
     newton_schulz_tolerance, newton_schulz_max_steps, root_warmup_steps, dimension_numbers,
-    grouping, fuse_blocks, statistics_dtype, shard_blocks: see :func:`scale_by_mbag`
-      (``shard_blocks="data"``: the statistics and roots sharded over the data axis).
+    grouping, fuse_blocks, statistics_dtype, shard_blocks, storage, root_dtype: see
+      :func:`scale_by_mbag` (``shard_blocks="data"``: the statistics and roots sharded over the
+      data axis; ``storage="symmetric"``: only the upper triangles of H and its root are kept;
+      ``root_dtype="bfloat16"``: the root in bfloat16).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -74,7 +79,8 @@ def mbag(
       newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
       dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
-      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage,
+      root_dtype=root_dtype)
   return _with_momentum(pre, learning_rate, momentum)
 
 
@@ -96,6 +102,8 @@ def mbag_ema(
     fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding.ShardBlocks = None,
+    storage: storage_lib.Storage = "dense",
+    root_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-EMA (Algorithm 2): ``v_t = beta v_{t-1} + G_t^{-1/2} g_t`` with an EMA statistic.
 
@@ -110,7 +118,8 @@ def mbag_ema(
       root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
       dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
-      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage,
+      root_dtype=root_dtype)
   return _with_momentum(pre, learning_rate, momentum)
 
 
@@ -125,6 +134,7 @@ def mbag_n(
     fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding.ShardBlocks = None,
+    storage: storage_lib.Storage = "dense",
 ) -> optax.GradientTransformation:
   r"""MBAG-N: ``v_t = beta v_{t-1} + H_t g_t`` (preconditioning by ``G_t^{-1}``, no root).
 
@@ -135,5 +145,5 @@ def mbag_n(
   pre = transform.scale_by_mbag_n(
       block_size, initial_accumulator_value, dimension_numbers=dimension_numbers,
       grouping=grouping, fuse_blocks=fuse_blocks,
-      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage)
   return _with_momentum(pre, learning_rate, momentum)

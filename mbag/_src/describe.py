@@ -29,8 +29,7 @@ class Recorded(NamedTuple):
   algorithm: str
   layout: Any
   params: Any
-  dtype: Any
-  num_matrices: int  # statistic, plus root for MBAG and MBAG-EMA
+  bytes_per_block: Any  # b -> bytes of one block's statistic (and root) as stored
   block_size: int
 
 
@@ -140,14 +139,13 @@ def describe(params: Any, tx: optax.GradientTransformation) -> LayoutReport:
   rows = []
   for entry in recorded:
     leaves = jax.tree_util.tree_leaves(entry.params)
-    itemsize = np.dtype(entry.dtype).itemsize
     layout = entry.layout
     for i, leaf in enumerate(leaves):
       spec, shape = layout.specs[i], tuple(np.shape(leaf))
       n = 0 if spec is None else spec.num_blocks(shape)
       b = 0 if spec is None else spec.block_size
       rows.append(LeafRow(layout.paths[i], shape, layout.rules[i] or "empty", n, b,
-                          n * b * b * itemsize * entry.num_matrices, layout.guessed[i]))
+                          n * entry.bytes_per_block(b) if n else 0, layout.guessed[i]))
   num_params = sum(math.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params))
   adam = jax.eval_shape(optax.adam(1e-3).init, params)
   return LayoutReport(tuple(_ALGORITHMS[e.algorithm] for e in recorded), tuple(rows),

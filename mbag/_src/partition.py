@@ -101,11 +101,13 @@ def block_axis_sharding(x: Array, spec: BlockSpec):
 
 
 def like_blocks(matrices: Array, blocks: Array) -> Array:
-  """Gives ``[n, b, b]`` matrices the block-axis sharding of ``[n, b]`` blocks (explicit mode)."""
+  """Gives ``[n, ...]`` matrices (dense or packed) the block-axis sharding of ``[n, b]`` blocks
+  (explicit mode)."""
   spec = _explicit_spec(blocks)
   if spec is None:
     return matrices
-  return jax.sharding.reshard(matrices, jax.sharding.PartitionSpec(spec[0], None, None))
+  return jax.sharding.reshard(
+      matrices, jax.sharding.PartitionSpec(spec[0], *([None] * (matrices.ndim - 1))))
 
 
 def _reshape(x: Array, shape, axis) -> Array:

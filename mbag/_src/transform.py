@@ -20,6 +20,7 @@ from mbag._src import dimension_numbers as dims_lib
 from mbag._src import linalg
 from mbag._src import partition
 from mbag._src import sharding as sharding_lib
+from mbag._src import storage as storage_lib
 
 Array = jax.Array
 RootMethod = Literal["newton_schulz", "eigh"]
@@ -62,9 +63,10 @@ class ScaleByMBAGState(NamedTuple):
   Attributes:
     count: [] int32. Number of updates so far (t).
     stats: per bucket, [n, b, b] float32: H_t = G_t^{-1} (Algorithm 1, MBAG-N)
-      or the EMA statistic G_t (Algorithm 2). Padded coordinates are zero.
-    roots: per bucket, [n, b, b] float32: the root in use, H^{1/2} or G^{-1/2};
-      empty for MBAG-N.
+      or the EMA statistic G_t (Algorithm 2); with ``storage="symmetric"`` the packed upper
+      triangles, [n, b(b+1)/2]. Padded coordinates are zero.
+    roots: per bucket, [n, b, b] (or [n, b(b+1)/2]) float32, or ``root_dtype``: the root in
+      use, H^{1/2} or G^{-1/2}; empty for MBAG-N.
     diagnostics: MBAGDiagnostics.
     root_due: [] bool. A scheduled root was skipped (non-finite gradient): the next step with
       a finite gradient computes it.
@@ -79,6 +81,24 @@ class ScaleByMBAGState(NamedTuple):
   roots: tuple[Array, ...] | Array
   diagnostics: MBAGDiagnostics
   root_due: Array
+
+  def dense_stats(self) -> tuple[Array, ...]:
+    """The statistics as ``[n, b, b]`` matrices, whatever the storage."""
+    if not isinstance(self.stats, tuple):
+      return ()
+    return tuple(_dense(S, S.dtype) for S in self.stats)
+
+  def dense_roots(self) -> tuple[Array, ...]:
+    """The roots as ``[n, b, b]`` matrices in the statistics' dtype, whatever the storage and
+    ``root_dtype``."""
+    if not isinstance(self.roots, tuple):
+      return ()
+    return tuple(_dense(R, S.dtype) for R, S in zip(self.roots, self.stats))
+
+
+def _dense(x: Array, dtype) -> Array:
+  x = linalg.unpack_symmetric(x) if x.ndim == 2 else x
+  return x if x.dtype == dtype else x.astype(dtype)
 
 
 def _is_concrete_number(x: Any) -> bool:
@@ -136,17 +156,6 @@ def _static_block_size(block_size: Any) -> int:
   return int(np.asarray(block_size))
 
 
-def _statistics_dtype(dtype: Any):
-  if dtype is None:
-    return jnp.dtype(jnp.float32)
-  if isinstance(dtype, (jax.Array, np.ndarray)) and not isinstance(dtype, np.dtype):
-    raise ValueError(
-        "statistics_dtype is an array: optax.inject_hyperparams evaluates a callable argument "
-        "(a dtype such as jnp.float32 is callable) as a schedule; pass it as a string "
-        "('float32') or as static: static_args=('statistics_dtype',)")
-  return jnp.dtype(dtype)
-
-
 def _masked_identity(mask: np.ndarray, scale) -> Array:
   m = jnp.asarray(mask, jnp.float32)
   return (m[:, :, None] * m[:, None, :]) * jnp.eye(mask.shape[-1], dtype=jnp.float32) * scale
@@ -169,6 +178,8 @@ def _block_preconditioner(
     fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding_lib.ShardBlocks = None,
+    storage: storage_lib.Storage = "dense",
+    root_dtype=None,
 ) -> optax.GradientTransformation:
   """The engine behind the three public preconditioners."""
   if dimension_numbers is not None and grouping is not None:
@@ -181,7 +192,10 @@ def _block_preconditioner(
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps)
   block_size = _static_block_size(block_size)
-  statistics_dtype = _statistics_dtype(statistics_dtype)
+  statistics_dtype = storage_lib.float_dtype("statistics_dtype", statistics_dtype, jnp.float32)
+  store = storage_lib.BlockStorage(
+      storage_lib.check_storage(storage), statistics_dtype,
+      storage_lib.float_dtype("root_dtype", root_dtype, statistics_dtype))
   if fuse_blocks not in (None, True, False):
     raise ValueError(f"fuse_blocks must be None, True or False, got {fuse_blocks!r}")
   uses_root = algorithm != "inverse_direct"
@@ -198,7 +212,7 @@ def _block_preconditioner(
     layout = layout_of(params)
     dims_lib.warn_guessed(layout.guessed_leaves(params))
     describe_lib.record(describe_lib.Recorded(
-        algorithm, layout, params, statistics_dtype, 2 if uses_root else 1, block_size))
+        algorithm, layout, params, lambda b: store.bytes_per_block(b, uses_root), block_size))
     masks = partition.bucket_present_masks(params, layout)
     lam = jnp.asarray(initial_accumulator_value, statistics_dtype)
     stat_scale = lam if algorithm == "ema" else 1.0 / lam
@@ -207,16 +221,16 @@ def _block_preconditioner(
     # shard_blocks says where they go (padded with absent blocks to a multiple of the axes).
     blocks = partition.tree_to_buckets(params, layout) if bs is None else None
 
-    def identities(scale):
+    def identities(scale, dtype):
       if bs is not None:
         return tuple(sharding_lib.shard(
-            _masked_identity(sharding_lib.pad_mask(m, bs), scale).astype(statistics_dtype), bs)
+            store.encode(_masked_identity(sharding_lib.pad_mask(m, bs), scale), dtype), bs)
             for m in masks)
-      return tuple(partition.like_blocks(_masked_identity(m, scale).astype(statistics_dtype), b)
+      return tuple(partition.like_blocks(store.encode(_masked_identity(m, scale), dtype), b)
                    for m, b in zip(masks, blocks))
 
-    stats = identities(stat_scale)
-    roots = identities(jax.lax.rsqrt(lam)) if uses_root else ()
+    stats = identities(stat_scale, statistics_dtype)
+    roots = identities(jax.lax.rsqrt(lam), store.root_dtype) if uses_root else ()
     if not layout.buckets:  # no leaves: a fixed leaf, whatever the (placeholder) params
       stats, roots = jnp.zeros([0], statistics_dtype), jnp.zeros([0], statistics_dtype)
     # Distinct buffers for every field, so that the state can be donated to a jitted step.
@@ -238,10 +252,12 @@ def _block_preconditioner(
 
     for S, old in zip(stats, old_roots):
       root, info = linalg.matrix_root(
-          S, root_kind, method=root_method, num_steps=newton_schulz_steps,
+          store.decode(S), root_kind, method=root_method, num_steps=newton_schulz_steps,
           tolerance=newton_schulz_tolerance, max_steps=newton_schulz_max_steps)
       ok = jnp.all(jnp.isfinite(root), axis=(-2, -1)) & jnp.isfinite(info.residual)
-      new_roots.append(jnp.where(ok[:, None, None], root, old).astype(old.dtype))
+      # A block that falls back keeps its stored root bit for bit (also in a lower root_dtype).
+      new = store.encode(root, old.dtype)
+      new_roots.append(jnp.where(ok.reshape(ok.shape + (1,) * (old.ndim - 1)), new, old))
       residual = jnp.maximum(residual, worst(info.residual, ok))
       error = jnp.maximum(error, worst(info.relative_error, ok))
       fallbacks = fallbacks + jnp.sum(~ok).astype(jnp.int32)
@@ -284,16 +300,18 @@ def _block_preconditioner(
       if algorithm == "ema":
         ok = jnp.all(jnp.isfinite(g * g), axis=-1)
         g = jnp.where(ok[:, None], g, 0.0)
-        a = jnp.where(ok & finite, jnp.asarray(decay, S.dtype), 1.0)[:, None, None]
-        S_new = a * S + (1.0 - a) * (g[:, :, None] * g[:, None, :])
+        a = jnp.where(ok & finite, jnp.asarray(decay, S.dtype), 1.0)
+        a = a.reshape(a.shape + (1,) * (S.ndim - 1))
+        S_new = a * S + (1.0 - a) * store.outer(g)
       else:
-        S_new, den, ok = linalg.guarded_sherman_morrison(S, g)
+        u = jnp.einsum("nij,nj->ni", store.decode(S), g)
+        den, w, ok = linalg.rank_one_factor(u, g)
+        S_new = S - store.outer(w)
         min_den = jnp.minimum(min_den, jnp.min(den, initial=jnp.inf).astype(jnp.float32))
         g = jnp.where(ok[:, None], g, 0.0)
         if algorithm == "inverse_direct":
           # H_t g = H_{t-1} g / (1 + g^T H_{t-1} g): no second pass over H needed.
-          u = jnp.einsum("nij,nj->ni", S, g)
-          directions.append(u / jnp.where(ok, den, 1.0)[:, None])
+          directions.append(jnp.where(ok[:, None], u, 0.0) / jnp.where(ok, den, 1.0)[:, None])
       # A block whose statistic could not be updated contributes no direction either,
       # so that an overflowing gradient cannot reach the momentum.
       grads[i] = g
@@ -313,7 +331,7 @@ def _block_preconditioner(
           lambda s, r: (tuple(r), root_info, jnp.zeros([], jnp.int32)),
           tuple(stats), tuple(roots))
       fallbacks = fallbacks + n_fb
-      directions = [jnp.einsum("nij,nj->ni", R, g) for R, g in zip(roots, grads)]
+      directions = [jnp.einsum("nij,nj->ni", store.decode(R), g) for R, g in zip(roots, grads)]
 
     min_den = jnp.where(jnp.isinf(min_den), 1.0, min_den)  # no Sherman-Morrison this step
     diagnostics = diag._replace(
@@ -340,6 +358,8 @@ def scale_by_mbag(
     fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding_lib.ShardBlocks = None,
+    storage: storage_lib.Storage = "dense",
+    root_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG preconditioner (Algorithm 1): ``g -> H_t^{1/2} g`` per mini-block.
 
@@ -385,13 +405,19 @@ def scale_by_mbag(
       number of leaves (compile time stays near Adam's), except that a leaf whose blocks are
       sharded along a mesh axis keeps a bucket of its own and its state stays sharded like it.
       True: buckets by block size only. False: one bucket per leaf.
-    statistics_dtype: dtype of H and the roots (None: float32, also for bf16 params).
+    statistics_dtype: dtype of H and of every computation (None: float32, also for bf16 params).
     shard_blocks: None (default: the state follows the parameters' sharding), or a mesh
       axis name or names over which the block axis of the statistics and roots is sharded
       whatever the parameters' sharding: e.g. the data axis with replicated parameters
       (data parallelism, ZeRO-style). Needs a mesh set by ``jax.set_mesh`` when init and
       update run; block counts are padded with zero blocks to a multiple of the axes' size.
       Explicit and auto mesh axes both work; see ``mbag/_src/sharding.py`` for the rules.
+    storage: "dense" (default): each block a ``b x b`` matrix. "symmetric": H and the root
+      keep only their upper triangles, ``b (b + 1) / 2`` floats per block (45 instead of 81 for
+      3x3 conv blocks, 528 instead of 1024 at tau = 32); same results to float32 rounding.
+      See ``mbag/_src/storage.py`` and the README's performance section for what it costs.
+    root_dtype: dtype the root is kept in (None: ``statistics_dtype``). ``"bfloat16"`` halves
+      the root's bytes; the direction ``R g`` is still computed in ``statistics_dtype``.
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByMBAGState`.
@@ -413,7 +439,8 @@ def scale_by_mbag(
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
       dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
-      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage,
+      root_dtype=root_dtype)
 
 
 def scale_by_mbag_ema(
@@ -432,6 +459,8 @@ def scale_by_mbag_ema(
     fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding_lib.ShardBlocks = None,
+    storage: storage_lib.Storage = "dense",
+    root_dtype=None,
 ) -> optax.GradientTransformation:
   r"""MBAG-EMA preconditioner (Algorithm 2): ``g -> G_t^{-1/2} g`` per mini-block.
 
@@ -452,7 +481,8 @@ def scale_by_mbag_ema(
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
       dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
-      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks)
+      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage,
+      root_dtype=root_dtype)
 
 
 def scale_by_mbag_n(
@@ -464,6 +494,7 @@ def scale_by_mbag_n(
     fuse_blocks: bool | None = None,
     statistics_dtype=None,
     shard_blocks: sharding_lib.ShardBlocks = None,
+    storage: storage_lib.Storage = "dense",
 ) -> optax.GradientTransformation:
   r"""MBAG-N preconditioner: ``g -> H_t g`` per mini-block, with H_t as in Algorithm 1.
 
@@ -474,7 +505,7 @@ def scale_by_mbag_n(
       "inverse_direct", block_size=block_size,
       initial_accumulator_value=initial_accumulator_value, dimension_numbers=dimension_numbers,
       grouping=grouping, fuse_blocks=fuse_blocks, statistics_dtype=statistics_dtype,
-      shard_blocks=shard_blocks)
+      shard_blocks=shard_blocks, storage=storage)
 
 
 def find_mbag_state(opt_state: Any) -> ScaleByMBAGState:
