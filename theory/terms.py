@@ -35,7 +35,7 @@ def present_masks_from_state(opt_state: Any) -> list[Array]:
   Equivalent to ``mbag.bucket_present_masks(params, layout)`` for the states of Algorithm 1 and
   MBAG-N (H stays positive definite on present coordinates); use that when params are at hand.
   """
-  stats = mbag.find_mbag_state(opt_state).stats
+  stats = mbag.find_mbag_state(opt_state).dense_stats()
   return [jnp.diagonal(S, axis1=-2, axis2=-1) != 0 for S in stats]
 
 

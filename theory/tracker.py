@@ -155,9 +155,10 @@ def init_tracker(params, opt_state, *, eta: float, lam: float, block_size: int |
   if not state.roots:
     raise ValueError("init_tracker: the MBAG state has no roots (MBAG-N); Theorem 1 is about "
                      "Algorithm 1 (mbag.mbag / mbag.scale_by_mbag)")
-  shapes = tuple(tuple(S.shape) for S in state.stats)
-  if all(_is_concrete(S) for S in state.stats) and _is_concrete(state.count) and int(state.count) == 0:
-    diag = np.concatenate([np.diagonal(np.asarray(S), axis1=-2, axis2=-1).ravel() for S in state.stats])
+  stats = state.dense_stats()  # [n, b, b] also for storage="symmetric"
+  shapes = tuple(tuple(S.shape) for S in stats)
+  if all(_is_concrete(S) for S in stats) and _is_concrete(state.count) and int(state.count) == 0:
+    diag = np.concatenate([np.diagonal(np.asarray(S), axis1=-2, axis2=-1).ravel() for S in stats])
     diag = diag[diag != 0]
     if diag.size and not np.allclose(diag, 1.0 / float(lam), rtol=1e-5):
       raise ValueError(
@@ -224,7 +225,7 @@ def update_tracker(ts: TrackerState, opt_state, grads, *, full_grad=None, loss=N
     and ``ns/...`` for the Newton-Schulz conditions of the current H (see README "Known issues").
   """
   state = mbag.find_mbag_state(opt_state)
-  stats, roots, masks = state.stats, state.roots, ts.masks
+  stats, roots, masks = state.dense_stats(), state.dense_roots(), ts.masks
   gnorm, g_buckets = _grad_buckets(ts, grads)
   dtype = terms.wide_dtype()
 
