@@ -15,15 +15,8 @@ import mbag  # noqa: E402
 from tests import compat  # noqa: E402
 
 
-def main():
-  key = jax.random.PRNGKey(0)
-  k1, k2, k3 = jax.random.split(key, 3)
-  host = {"conv": jax.random.normal(k1, (3, 3, 16, 64)), "dense": jax.random.normal(k2, (40, 64)),
-          "bias": jax.random.normal(k3, (64,))}
-  grads_seq = [jax.tree.map(lambda x, i=i: jnp.cos(x * (i + 1)), host) for i in range(6)]
-  tx = mbag.mbag(0.1, block_size=8, root_interval=3)
-
-  # Single device reference.
+def run(tx, host, grads_seq):
+  """The last update and state facts of ``tx`` on one device and with sharded params."""
   state = tx.init(host)
   update = jax.jit(tx.update)
   for g in grads_seq:
@@ -46,9 +39,22 @@ def main():
     update_specs = {k: compat.spec_str(v.sharding.spec) for k, v in u.items()}
   diff = max(float(np.max(np.abs(np.asarray(u[k]) - np.asarray(u_ref[k])))) for k in host)
   scale = max(float(np.max(np.abs(np.asarray(u_ref[k])))) for k in host)
-  print(json.dumps({"max_abs_diff": diff, "scale": scale, "single_bytes": single_bytes,
-                    "sharded_bytes": sharded_bytes, "same_sharding": before == after,
-                    "stats_specs": stats_specs, "update_specs": update_specs}))
+  return {"max_abs_diff": diff, "scale": scale, "single_bytes": single_bytes,
+          "sharded_bytes": sharded_bytes, "same_sharding": before == after,
+          "stats_specs": stats_specs, "update_specs": update_specs}
+
+
+def main():
+  key = jax.random.PRNGKey(0)
+  k1, k2, k3 = jax.random.split(key, 3)
+  host = {"conv": jax.random.normal(k1, (3, 3, 16, 64)), "dense": jax.random.normal(k2, (40, 64)),
+          "bias": jax.random.normal(k3, (64,))}
+  grads_seq = [jax.tree.map(lambda x, i=i: jnp.cos(x * (i + 1)), host) for i in range(6)]
+  out = run(mbag.mbag(0.1, block_size=8, root_interval=3), host, grads_seq)
+  # Packed symmetric blocks ([n, b(b+1)/2]) follow the parameters' sharding the same way.
+  out["symmetric"] = run(mbag.mbag(0.1, block_size=8, root_interval=3, storage="symmetric"),
+                         host, grads_seq)
+  print(json.dumps(out))
 
 
 if __name__ == "__main__":
