@@ -14,8 +14,11 @@ the result is the median over rounds of the mean step time. Warm-up: one full
 period per optimizer before timing (kfac-jax compiles one program per kind of
 step).
 
-Prints a table (seconds per step and ratio to Adam) and, with ``--json``,
-appends one JSON line per optimizer.
+MBAG's storage options are named ``<optimizer>/<variant>`` (``mbag/symmetric``,
+``mbag/symmetric_bf16``, see :data:`VARIANTS`): the same optimizer with those keyword arguments.
+
+Prints a table (seconds per step, ratio to Adam, bytes of optimizer state per
+parameter) and, with ``--json``, appends one JSON line per optimizer.
 """
 
 from __future__ import annotations
@@ -66,6 +69,15 @@ def _autoencoder_setup(args):
 
 
 SETUPS = {"cifar": _cifar_setup, "autoencoder": _autoencoder_setup}
+# "<optimizer>/<variant>": the optimizer's config section updated with these keyword arguments.
+VARIANTS = {
+    "symmetric": {"storage": "symmetric"},
+    "symmetric_bf16": {"storage": "symmetric", "root_dtype": "bfloat16"},
+}
+
+
+def _tree_bytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree) if hasattr(x, "dtype"))
 
 
 def build_steps(args):
@@ -74,15 +86,21 @@ def build_steps(args):
   params, model_state = tasks.init_model(model, jax.random.PRNGKey(0), batch["inputs"])
   loss_fn = tasks.make_loss_fn(task, model)
   rng = jax.random.PRNGKey(1)
-  runners = {}
+  runners, state_bytes = {}, {}
   for name in args.optimizers:
+    base_name, _, variant = name.partition("/")
+    if variant and variant not in VARIANTS:
+      raise ValueError(f"unknown variant {variant!r} in {name!r}; known: {sorted(VARIANTS)}")
     run_config = config.copy_and_resolve_references()
-    run_config.optimizer = name
+    run_config.optimizer = base_name
     run_config = train.resolve_config(run_config)
+    if variant:
+      run_config.optimizer_config[base_name].update(VARIANTS[variant])
     opt = optimizers_lib.build_optimizer(run_config, loss_fn, run_config.learning_rate)
     # Each optimizer trains its own copy (the step donates its inputs).
     state = {"p": jax.tree.map(jnp.copy, params), "m": jax.tree.map(jnp.copy, model_state)}
     state["o"] = opt.init(state["p"], state["m"], rng, batch)
+    state_bytes[name] = _tree_bytes(state["o"])
 
     def run(n, opt=opt, state=state):
       stats = None
@@ -94,10 +112,38 @@ def build_steps(args):
 
     runners[name] = run
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-  return runners, f"{what}, {num_params:,} parameters, batch {args.batch}"
+  bytes_per_param = {name: b / num_params for name, b in state_bytes.items()}
+  return runners, f"{what}, {num_params:,} parameters, batch {args.batch}", bytes_per_param
 
 
-def main(argv=None):
+def hardware() -> str:
+  device = jax.devices()[0]
+  return f"{device.device_kind} ({device.platform}), {platform.processor() or platform.machine()}"
+
+
+def measure(args) -> list[dict]:
+  """One record per optimizer: seconds per step (median over rounds), ratio to Adam, state bytes."""
+  runners, what, bytes_per_param = build_steps(args)
+  compile_times = {}
+  for name, run in runners.items():
+    start = time.perf_counter()
+    run(args.steps)  # compiles every kind of step and fills the periodic state
+    compile_times[name] = time.perf_counter() - start
+  times = {name: [] for name in runners}
+  for _ in range(args.rounds):
+    for name, run in runners.items():
+      start = time.perf_counter()
+      run(args.steps)
+      times[name].append((time.perf_counter() - start) / args.steps)
+  median = {name: statistics.median(ts) for name, ts in times.items()}
+  return [{"benchmark": "step_time", "task": args.task, "model": what, "optimizer": name,
+           "seconds_per_step": median[name], "ratio_to_adam": median[name] / median["adam"],
+           "state_bytes_per_param": bytes_per_param[name], "warm_up_seconds": compile_times[name],
+           "all_rounds": times[name], "steps_per_window": args.steps, "rounds": args.rounds,
+           "hardware": hardware(), "jax_version": jax.__version__} for name in runners]
+
+
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--task", choices=sorted(SETUPS), default="cifar")
   parser.add_argument("--depth", type=int, default=20, help="ResNet depth 6n+2 (cifar)")
@@ -112,38 +158,25 @@ def main(argv=None):
   args.optimizers = [s for s in args.optimizers.split(",") if s]
   if "adam" not in args.optimizers:
     args.optimizers.insert(0, "adam")
+  return args
 
-  runners, what = build_steps(args)
-  compile_times = {}
-  for name, run in runners.items():
-    start = time.perf_counter()
-    run(args.steps)  # compiles every kind of step and fills the periodic state
-    compile_times[name] = time.perf_counter() - start
-  times = {name: [] for name in runners}
-  for _ in range(args.rounds):
-    for name, run in runners.items():
-      start = time.perf_counter()
-      run(args.steps)
-      times[name].append((time.perf_counter() - start) / args.steps)
-  median = {name: statistics.median(ts) for name, ts in times.items()}
-  device = jax.devices()[0]
-  hardware = f"{device.device_kind} ({device.platform}), {platform.processor() or platform.machine()}"
-  print(f"{what}; {hardware}; {args.steps} steps per window, median of {args.rounds} rounds")
-  print(f"{'optimizer':<10} {'s/step':>9} {'vs adam':>8} {'paper':>6} {'warm-up s':>10}")
-  for name in runners:
-    paper = PAPER_RATIOS.get(name)
-    print(f"{name:<10} {median[name]:>9.4f} {median[name] / median['adam']:>7.2f}x "
-          f"{'' if paper is None else f'{paper:.2f}x':>6} {compile_times[name]:>10.1f}")
+
+def main(argv=None):
+  args = parse_args(argv)
+  records = measure(args)
+  print(f"{records[0]['model']}; {records[0]['hardware']}; {args.steps} steps per window, "
+        f"median of {args.rounds} rounds")
+  print(f"{'optimizer':<20} {'s/step':>9} {'vs adam':>8} {'paper':>6} {'B/param':>8} {'warm-up s':>10}")
+  for r in records:
+    paper = PAPER_RATIOS.get(r["optimizer"])
+    print(f"{r['optimizer']:<20} {r['seconds_per_step']:>9.4f} {r['ratio_to_adam']:>7.2f}x "
+          f"{'' if paper is None else f'{paper:.2f}x':>6} {r['state_bytes_per_param']:>8.1f} "
+          f"{r['warm_up_seconds']:>10.1f}")
   if args.json:
+    command = " ".join(["python -m benchmarks.step_time", *(sys.argv[1:] if argv is None else argv)])
     with open(args.json, "a", encoding="utf-8") as f:
-      for name in runners:
-        f.write(json.dumps({"benchmark": "step_time", "task": args.task, "model": what,
-                            "optimizer": name, "seconds_per_step": median[name],
-                            "ratio_to_adam": median[name] / median["adam"],
-                            "all_rounds": times[name], "steps_per_window": args.steps,
-                            "hardware": hardware, "jax_version": jax.__version__,
-                            "command": " ".join(["python -m benchmarks.step_time", *sys.argv[1:]])})
-                + "\n")
+      for r in records:
+        f.write(json.dumps(dict(r, command=command)) + "\n")
 
 
 if __name__ == "__main__":
