@@ -28,9 +28,15 @@ def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: i
     fuse_blocks: when set, passed to MBAG, MBAG-N, MBAG-EMA and AdaBlock (True: equal-size
       blocks of all layers in one array; fewer, larger operations, which compile faster;
       None: the library default, one array per layer).
+
+  MBAG's storage is the paper's (dense float32 blocks); ``--config.optimizer_config.mbag.storage=
+  symmetric`` keeps only the upper triangles and ``...mbag.root_dtype=bfloat16`` the root in
+  bfloat16 (see the library's docs/performance.md).
   """
+  storage = dict(storage="dense")
   mbag = dict(block_size=block_size, initial_accumulator_value=lam, momentum=0.9,
-              root_interval=t2, newton_schulz_steps=newton_schulz_steps)
+              root_interval=t2, newton_schulz_steps=newton_schulz_steps, root_dtype="float32",
+              **storage)
   fuse = {} if fuse_blocks is None else {"fuse_blocks": fuse_blocks}
   return ml_collections.ConfigDict({
       "adam": dict(b1=0.9, b2=0.999, eps=1e-8),
@@ -41,7 +47,8 @@ def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: i
       "adablock": dict(block_size=block_size, b1=0.9, b2=0.999, eps=1e-8, root_interval=1,
                        **fuse),
       "mbag": dict(mbag, **fuse),
-      "mbag_n": dict(block_size=block_size, initial_accumulator_value=lam, momentum=0.9, **fuse),
+      "mbag_n": dict(block_size=block_size, initial_accumulator_value=lam, momentum=0.9,
+                     **storage, **fuse),
       "mbag_ema": dict(mbag, decay=0.99, **fuse),
   })
 
