@@ -12,9 +12,11 @@ from experiments.configs import autoencoder
 from experiments.configs import cifar
 from experiments.configs import common
 from experiments.configs import digits
+from experiments.configs import mnist1d
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
-CONFIG_MODULES = {"cifar": cifar, "autoencoder": autoencoder, "digits": digits}
+CONFIG_MODULES = {"cifar": cifar, "autoencoder": autoencoder, "digits": digits,
+                  "mnist1d": mnist1d}
 ALL_PRESETS = [(name, preset) for name, module in CONFIG_MODULES.items() for preset in module.PRESETS]
 
 
@@ -53,7 +55,7 @@ def test_get_config_defaults_to_paper_and_rejects_unknown_presets():
 @pytest.mark.parametrize("name,preset", ALL_PRESETS)
 def test_every_preset_resolves_and_builds_every_optimizer(name, preset):
   """Hyperparameter names must be those of the constructors (unknown names raise)."""
-  for opt in common.OPTIMIZER_NAMES:
+  for opt in common.ALL_OPTIMIZER_NAMES:
     config = CONFIG_MODULES[name].get_config(preset)
     config.optimizer = opt
     resolved = train.resolve_config(config)
