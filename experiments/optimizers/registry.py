@@ -47,6 +47,29 @@ TRANSFORMS: dict[str, Callable[..., optax.GradientTransformation]] = {
 OWN_WEIGHT_DECAY = frozenset({"shampoo_paper", "adablock_paper", "kfac_paper"})
 
 
+def _diagonal_vectors(path, shape):
+  del path
+  return 1 if len(shape) <= 1 else None
+
+
+# Named groupings a config can select (configs are data): ``optimizer_config.mbag.grouping =
+# "diagonal_vectors"`` gives every vector and scalar (biases, norm parameters) blocks of size 1
+# (diagonal AdaGrad) and keeps the default grouping elsewhere.
+GROUPINGS: dict[str, Callable[[Any, tuple[int, ...]], Any]] = {
+    "diagonal_vectors": _diagonal_vectors,
+}
+
+
+def _resolve_grouping(hparams: dict[str, Any], name: str) -> dict[str, Any]:
+  grouping = hparams.get("grouping")
+  if isinstance(grouping, str):
+    if grouping not in GROUPINGS:
+      raise ValueError(f"config.optimizer_config.{name}.grouping={grouping!r} is not a known "
+                       f"grouping; known: {sorted(GROUPINGS)}")
+    hparams = dict(hparams, grouping=GROUPINGS[grouping])
+  return hparams
+
+
 def _weight_decay(config: Any) -> float:
   value = base._get(config, "weight_decay")  # pylint: disable=protected-access
   value = 0.0 if value is None else value
@@ -65,9 +88,9 @@ def make_transformation(name: str, config: Any,
   sharding = parallel.state_sharding(data_parallel, TRANSFORMS[name])
   decay = _weight_decay(config)
   own = {"weight_decay": decay} if name in OWN_WEIGHT_DECAY else {}
-  tx = base.call_with_hyperparameters(
-      TRANSFORMS[name], base.hyperparameters(config, name), name, learning_rate=learning_rate,
-      **sharding, **own)
+  hparams = _resolve_grouping(base.hyperparameters(config, name), name)
+  tx = base.call_with_hyperparameters(TRANSFORMS[name], hparams, name,
+                                      learning_rate=learning_rate, **sharding, **own)
   return optax.chain(optax.add_decayed_weights(decay), tx) if decay and not own else tx
 
 
