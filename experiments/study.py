@@ -229,7 +229,8 @@ def summarize(benchmark: Benchmark, tuning: Mapping[str, Mapping[str, Any]],
                               for r in done])
     final[name] = row
   return {"config": benchmark.config, "select": benchmark.select,
-          "higher_is_better": benchmark.higher_is_better, "tuning": dict(tuning), "final": final}
+          "higher_is_better": benchmark.higher_is_better, "report": list(benchmark.report),
+          "tuning": dict(tuning), "final": final}
 
 
 def write_summary(path: pathlib.Path, benchmarks: Mapping[str, dict], protocol: dict,
