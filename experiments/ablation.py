@@ -113,12 +113,7 @@ def run_benchmark(runner: Runner, root: pathlib.Path, benchmark: study.Benchmark
     raise ValueError(f"--only: variants need their base optimizers {missing_bases} too")
 
   def job(stage, entry, lr, seed, validation):
-    j = study.make_job(root, benchmark, stage, entry, lr, seed, validation)
-    if epochs is None:
-      return j
-    cfg = json.loads(j.config_json)
-    cfg["num_epochs"] = epochs
-    return study.Job(j.workdir, json.dumps(cfg))
+    return _with_epochs(study.make_job(root, benchmark, stage, entry, lr, seed, validation), epochs)
 
   tuning: dict[str, dict] = {}
   # Stage 1: base optimizers on a window of the grid, grown while the best is at an edge.
@@ -173,36 +168,45 @@ def hardware() -> str:
           f"{platform.python_version()}")
 
 
+def _with_epochs(job: study.Job, epochs: int | None) -> study.Job:
+  """``job`` with ``num_epochs`` replaced (None: unchanged)."""
+  if epochs is None:
+    return job
+  config = json.loads(job.config_json)
+  config["num_epochs"] = epochs
+  return study.Job(job.workdir, json.dumps(config))
+
+
 def measure(runner: Runner, root: pathlib.Path, benchmarks: Sequence[study.Benchmark],
             epochs: int) -> dict:
   """Seconds per run of every optimizer at each benchmark's full length, from short runs.
 
   One run of ``epochs`` epochs per (benchmark, optimizer) on the training split (seed 0, the
-  config's rate): its wall time minus ``steps * step_time`` is the fixed cost (start, data,
-  compilation, evaluation), the mean of the logged ``step_time`` the cost per step; the full
-  run is fixed cost + full steps x step time.
+  config's rate; a tenth of it when that diverged), extrapolated by
+  :func:`study.extrapolate_seconds`.
   """
   timings: dict[str, dict[str, float]] = {}
   for benchmark in benchmarks:
     config = study.load_config(benchmark.config)
     names = sorted({e.optimizer for e in study.entries(config)})
-    jobs = []
-    for name in names:
-      j = study.make_job(root / "timing", benchmark, "measure", study.Entry(name, name),
-                         config.learning_rates[name], 0, False)
-      cfg = json.loads(j.config_json)
-      cfg["num_epochs"] = epochs
-      jobs.append(study.Job(j.workdir, json.dumps(cfg)))
+    jobs = [_with_epochs(study.make_job(root / "timing", benchmark, "measure",
+                                        study.Entry(name, name), config.learning_rates[name],
+                                        0, False), epochs) for name in names]
     results = runner.run(jobs, f"{benchmark.name} measure")
+    # A run that diverged stopped early: time it again at a tenth of the rate.
+    retry = {i: _with_epochs(study.make_job(root / "timing", benchmark, "measure",
+                                            study.Entry(names[i], names[i]),
+                                            config.learning_rates[names[i]] / 10, 0, False),
+                             epochs)
+             for i, r in enumerate(results) if r.get("diverged")}
+    for i, result in zip(retry, runner.run(list(retry.values()), f"{benchmark.name} again")):
+      results[i], jobs[i] = result, retry[i]
     timings[benchmark.name] = {}
     for name, result, j in zip(names, results, jobs):
       records = [json.loads(line) for line in
                  (pathlib.Path(j.workdir) / "metrics.jsonl").read_text().splitlines()]
-      per_epoch = max(r["step"] for r in records) // epochs
-      step_time = [r["step_time"] for r in records if "step_time" in r]
-      step_time = sum(step_time) / len(step_time) if step_time else 0.0
-      fixed = max(result["seconds"] - per_epoch * epochs * step_time, 0.0)
-      timings[benchmark.name][name] = fixed + per_epoch * config.num_epochs * step_time
+      timings[benchmark.name][name] = study.extrapolate_seconds(
+          result["seconds"], records, epochs, config.num_epochs)
   return timings
 
 

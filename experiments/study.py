@@ -251,6 +251,22 @@ def estimate_seconds(plan_counts: Mapping[str, Mapping[str, int]],
   return total / max(workers, 1)
 
 
+def extrapolate_seconds(seconds: float, records: Sequence[Mapping[str, Any]], epochs: int,
+                        full_epochs: int) -> float:
+  """The wall time of a run of ``full_epochs`` from one of ``epochs`` that took ``seconds``.
+
+  Its metric records give the steps per epoch and the mean ``step_time`` (which leaves out
+  the first step's compilation, evaluation and checkpoints); the rest of ``seconds`` is a
+  fixed cost (start, data, compilation, evaluation, which grows with epochs only through
+  evaluation, neglected). Result: fixed + full_epochs x steps per epoch x step time.
+  """
+  steps_per_epoch = max(int(r["step"]) for r in records) // epochs
+  times = [float(r["step_time"]) for r in records if "step_time" in r]
+  step_time = sum(times) / len(times) if times else 0.0
+  fixed = max(seconds - steps_per_epoch * epochs * step_time, 0.0)
+  return fixed + steps_per_epoch * full_epochs * step_time
+
+
 def plan_counts(config, window_size: int, seeds: int) -> dict[str, int]:
   """Runs per optimizer of one benchmark without window extensions: tune + spot checks + final."""
   counts: dict[str, int] = {}

@@ -48,6 +48,12 @@ def test_variants_leave_out_the_defaults_of_the_config():
   assert all(e.base in ("mbag", "mbag_ema") for e in study.variants(config))
 
 
+def test_a_short_run_is_extrapolated_by_its_steps():
+  """2 epochs of 40 steps at 0.01 s in a 5 s run: 4.2 s fixed; 60 epochs: 4.2 + 2400 x 0.01."""
+  records = [{"step": 40, "step_time": 0.012, "compile_time": 3.0}, {"step": 80, "step_time": 0.008}]
+  assert study.extrapolate_seconds(5.0, records, 2, 60) == pytest.approx(4.2 + 24.0)
+
+
 def test_estimate_adds_runs_times_seconds_over_workers():
   counts = {"a": {"adam": 4, "mbag": 2}, "b": {"adam": 1}}
   seconds = {"a": {"adam": 10.0, "mbag": 30.0}, "b": {"adam": 100.0}}
