@@ -60,50 +60,87 @@ def test_estimate_adds_runs_times_seconds_over_workers():
   assert study.estimate_seconds(counts, seconds, workers=2) == (40 + 60 + 100) / 2
 
 
-def test_tiny_study_runs_resumes_and_summarises(tmp_path, monkeypatch):
-  """One epoch of the MNIST-1D smoke preset on a generated 300-signal file: Adam and MBAG tuned
-  on two rates, MBAG without momentum spot-checked, two final seeds each."""
-  data_dir = tmp_path / "data"
-  testing.write_mnist1d(str(data_dir), num_train=300, num_test=60)
-  monkeypatch.setenv("MBAG_DATA_DIR", str(data_dir))
+def _fake_run_job(calls):
+  """A stand-in for one training run: accuracy peaks at lr = 3e-3 (0.9 for adam, 0.8 for the
+  others, minus 0.01 per seed); lr >= 0.1 diverges. Writes config.json and result.json."""
+
+  def run(job, data_dir):
+    del data_dir
+    config = json.loads(job.config_json)
+    calls.append(job.workdir)
+    lr, seed = config["learning_rate"], config["seed"]
+    top = 0.9 if config["optimizer"] == "adam" else 0.8
+    if config["optimizer_config"]["mbag"]["momentum"] == 0.0 and config["optimizer"] == "mbag":
+      top = 0.7
+    result = {"summary": {"test_accuracy": top - abs(math.log10(lr / 3e-3)) / 10 - 0.01 * seed,
+                          "test_loss": lr}, "diverged": lr >= 0.1, "seconds": 1.0}
+    workdir = pathlib.Path(job.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(job.config_json)
+    (workdir / study.RESULT_FILE).write_text(json.dumps(result))
+    return result
+
+  return run
+
+
+def test_stages_choose_rates_resume_and_summarise(tmp_path, monkeypatch):
+  """Adam and MBAG tuned on a window of 2 grown to the best's far side, MBAG without momentum
+  spot-checked at MBAG's rate and its neighbours, two final seeds on the test split."""
+  calls = []
+  monkeypatch.setattr(ablation, "_run_job", _fake_run_job(calls))
   root = tmp_path / "ablation"
-  runner = ablation.Runner(1, None)
   only = ["adam", "mbag", "mbag/momentum=0.0"]
+  runner = ablation.Runner(1, None)
   part = ablation.run_benchmark(runner, root, TINY, seeds=2, window_size=2, only=only, epochs=1)
-  results = sorted(root.rglob(study.RESULT_FILE))
   tuned = part["tuning"]
-  # chosen = the best of the scores that were recorded, from the runs' own metrics
-  for name in only:
-    scores = {float(k): v for k, v in tuned[name]["scores"].items()}
-    recorded = {}
-    for lr in scores:
-      run = root / "tiny" / "tune" / name / f"lr_{study.lr_key(lr)}" / "seed_0"
-      r = json.loads((run / study.RESULT_FILE).read_text())
-      assert "-val" in json.loads((run / "config.json").read_text())["dataset"]
-      recorded[lr] = -r["summary"]["test_accuracy"]
-    assert tuned[name]["chosen_lr"] == study.best_lr(recorded)
-  assert len(tuned["mbag/momentum=0.0"]["scores"]) == 3  # base rate and one step either side
-  # final: mean and std of the test accuracy over the two seeds, on the test split
-  for name in only:
-    lr = study.lr_key(tuned[name]["chosen_lr"])
-    values = [json.loads((root / "tiny" / "final" / name / f"lr_{lr}" / f"seed_{s}" /
-                          study.RESULT_FILE).read_text())["summary"]["test_accuracy"]
-              for s in (0, 1)]
-    row = part["final"][name]["test_accuracy"]
-    assert row["mean"] == pytest.approx(np.mean(values))
-    assert row["std"] == pytest.approx(np.std(values, ddof=1))
-    config = json.loads((root / "tiny" / "final" / name / f"lr_{lr}" / "seed_1" /
-                         "config.json").read_text())
-    assert config["dataset"] == "mnist1d" and config["seed"] == 1
-  assert not list(root.rglob("checkpoints"))
-  # resuming trains nothing: every result file is left as it was
-  stamps = {p: p.stat().st_mtime_ns for p in results}
-  again = ablation.run_benchmark(runner, root, TINY, seeds=2, window_size=2, only=only, epochs=1)
-  assert {p: p.stat().st_mtime_ns for p in root.rglob(study.RESULT_FILE)} == stamps
-  assert again == part
+  # adam's window around 1e-2 is (3e-3, 1e-2) -> best 3e-3 at the edge -> grows to 1e-3: stop
+  assert list(tuned["adam"]["scores"]) == ["0.001", "0.003", "0.01"]
+  assert tuned["adam"]["chosen_lr"] == 3e-3 and tuned["mbag"]["chosen_lr"] == 3e-3
+  assert list(tuned["mbag/momentum=0.0"]["scores"]) == ["0.001", "0.003", "0.01"]
+  assert tuned["mbag/momentum=0.0"]["scores"]["0.003"] == pytest.approx(-0.7)
+  for workdir in calls[:-6]:  # tuning runs see the validation split, seed 0
+    config = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+    assert config["dataset"] == "mnist1d-val" and config["seed"] == 0
+  final = json.loads((root / "tiny" / "final" / "mbag" / "lr_0.003" / "seed_1" /
+                      "config.json").read_text())
+  assert (final["dataset"], final["seed"], final["num_epochs"]) == ("mnist1d", 1, 1)
+  row = part["final"]["adam"]["test_accuracy"]
+  assert row["mean"] == pytest.approx(0.895) and row["std"] == pytest.approx(np.std([0.9, 0.89],
+                                                                                        ddof=1))
+  assert part["final"]["mbag/momentum=0.0"]["group"] == "momentum"
+  # resuming runs nothing and gives the same summary
+  done = len(calls)
+  assert ablation.run_benchmark(runner, root, TINY, seeds=2, window_size=2, only=only,
+                                epochs=1) == part
+  assert len(calls) == done
   report = study.write_summary(tmp_path / study.SUMMARY_FILE, {"tiny": part}, {"seeds": 2},
                                "test", "cpu")
   assert json.loads((tmp_path / study.SUMMARY_FILE).read_text()) == report
+
+
+def test_a_diverging_tuning_rate_scores_worst(tmp_path, monkeypatch):
+  monkeypatch.setattr(ablation, "_run_job", _fake_run_job([]))
+  part = ablation.run_benchmark(ablation.Runner(1, None), tmp_path, TINY, seeds=1, window_size=5,
+                                only=["adam"], epochs=1)
+  scores = part["tuning"]["adam"]["scores"]
+  assert scores["0.1"] is None and part["tuning"]["adam"]["chosen_lr"] == 3e-3
+
+
+def test_one_real_run_writes_its_result_and_drops_checkpoints(tmp_path, monkeypatch):
+  """One epoch of the MNIST-1D smoke preset on a generated 300-signal file, validation split."""
+  data_dir = tmp_path / "data"
+  testing.write_mnist1d(str(data_dir), num_train=300, num_test=60)
+  monkeypatch.setenv("MBAG_DATA_DIR", str(data_dir))
+  job = ablation._with_epochs(study.make_job(tmp_path / "a", TINY, "tune", study.Entry("adam", "adam"),
+                                             1e-2, 0, True), 1)
+  result = ablation._run_job(job, None)
+  workdir = pathlib.Path(job.workdir)
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert not result["diverged"] and result["summary"]["test_accuracy"] == records[-1]["test_accuracy"]
+  assert json.loads((workdir / study.RESULT_FILE).read_text())["summary"]["step"] == 2  # 240 / 100
+  assert json.loads((workdir / "config.json").read_text())["num_test"] == 60  # 20 % of 300
+  assert not (workdir / "checkpoints").exists() and not (workdir / "tensorboard").exists()
+  assert study.read_result(workdir) == json.loads((workdir / study.RESULT_FILE).read_text())
 
 
 def test_a_variant_without_its_base_is_refused(tmp_path):
