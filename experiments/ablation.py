@@ -67,6 +67,8 @@ def _run_job(job: study.Job, data_dir: str | None) -> dict:
   (workdir / study.RESULT_FILE).write_text(json.dumps(result, indent=2, default=float) + "\n")
   for sub in ("checkpoints", "tensorboard"):  # config.json and metrics.jsonl stay
     shutil.rmtree(workdir / sub, ignore_errors=True)
+  if (workdir / "log.txt").stat().st_size == 0:
+    (workdir / "log.txt").unlink()
   return result
 
 
