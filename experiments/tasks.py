@@ -98,7 +98,7 @@ def _check_images(dataset) -> None:
 
 def _check_flat_classification(dataset) -> None:
   if dataset.x_train.ndim != 2 or dataset.num_classes < 2:
-    raise ValueError(f"task 'digits_mlp' needs flat inputs [N, D] with class labels; data set "
+    raise ValueError(f"tasks 'digits_mlp' and 'signal_cnn' need flat inputs [N, D] with class labels; data set "
                      f"{dataset.name!r} has x_train {dataset.x_train.shape} and "
                      f"num_classes={dataset.num_classes}")
 
@@ -115,6 +115,13 @@ def _cifar_model(config, dataset) -> nn.Module:
 
 def _mlp_model(config, dataset) -> nn.Module:
   return models.MLP(hidden_sizes=tuple(config.model.hidden_sizes), num_classes=dataset.num_classes)
+
+
+def _signal_cnn_model(config, dataset) -> nn.Module:
+  m = config.model
+  return models.SignalCNN(num_classes=dataset.num_classes, channels=m.get("channels", 25),
+                          kernel_sizes=tuple(m.get("kernel_sizes", (5, 3, 3))),
+                          stride=m.get("stride", 2), padding=m.get("padding", 1))
 
 
 def autoencoder_widths(config, dataset_name: str) -> tuple[int, ...]:
@@ -157,6 +164,10 @@ TASKS: dict[str, Task] = {
                   train_inputs=_cifar_train_inputs, eval_inputs=_cifar_eval_inputs,
                   **_CLASSIFICATION),
     "digits_mlp": Task(name="digits_mlp", make_model=_mlp_model,
+                       check_dataset=_check_flat_classification,
+                       train_inputs=lambda rng, x: _as_float(x), eval_inputs=_as_float,
+                       **_CLASSIFICATION),
+    "signal_cnn": Task(name="signal_cnn", make_model=_signal_cnn_model,
                        check_dataset=_check_flat_classification,
                        train_inputs=lambda rng, x: _as_float(x), eval_inputs=_as_float,
                        **_CLASSIFICATION),

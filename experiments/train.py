@@ -67,7 +67,7 @@ from experiments import tasks as tasks_lib
 CONFIG_FILE = "config.json"
 # Config fields a resumed run may change (they do not change the optimisation path).
 RESUMABLE_CHANGES = ("num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-                     "eval_every_epochs", "eval_batch_size")
+                     "eval_every_epochs", "eval_batch_size", "num_seeds")
 _POSITIVE_INTS = ("batch_size", "eval_batch_size", "num_epochs", "eval_every_epochs",
                   "log_every_steps", "checkpoint_every_steps", "keep_checkpoints")
 

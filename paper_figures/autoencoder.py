@@ -16,7 +16,7 @@ from paper_figures import style
 TASK = "autoencoder"
 # FACES and CURVES are the paper's; MNIST and digits are drawn when present.
 PAPER_DATASETS = ("faces", "curves")
-DATASET_ORDER = ("faces", "curves", "mnist", "digits")
+DATASET_ORDER = ("faces", "curves", "mnist", "mnist5k", "digits")
 # The paper leaves AdaBlock out of Figure 3 (too slow); mbag_ema is not in the paper.
 EXPECTED_OPTIMIZERS = ("adagrad", "adam", "kfac", "shampoo", "mbag", "mbag_n")
 

@@ -1,7 +1,7 @@
 """Table I and Figure 2: image classification (ResNet-56 / CIFAR-10), with a digits fallback.
 
-When no CIFAR-10 run exists, classification runs on scikit-learn's digits (the
-smoke preset) are drawn instead, in files and titles that name the data set and
+When no CIFAR-10 run exists, classification runs on scikit-learn's digits or on
+MNIST-1D (tasks ``digits_mlp``, ``signal_cnn``) are drawn instead, in files and titles that name the data set and
 preset and say that they are not CIFAR-10.
 """
 
@@ -34,9 +34,12 @@ def is_cifar(run: runs_lib.Run) -> bool:
   return run.task == "cifar" or run.dataset.lower() in CIFAR_DATASETS
 
 
+STAND_IN_TASKS = ("digits_mlp", "signal_cnn")
+
+
 def is_digits_classification(run: runs_lib.Run) -> bool:
-  """A classification run on scikit-learn's digits (the smoke stand-in for CIFAR-10)."""
-  return run.task == "digits_mlp" or (run.dataset == "digits" and run.task != "autoencoder")
+  """A classification run on a stand-in for CIFAR-10: scikit-learn's digits or MNIST-1D."""
+  return run.task in STAND_IN_TASKS or (run.dataset == "digits" and run.task != "autoencoder")
 
 
 def by_preset(runs: Sequence[runs_lib.Run]) -> dict[str, list[runs_lib.Run]]:

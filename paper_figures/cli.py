@@ -15,6 +15,7 @@ import pathlib
 import sys
 from typing import Any, Callable, Sequence
 
+from paper_figures import ablation
 from paper_figures import autoencoder
 from paper_figures import bound
 from paper_figures import classification
@@ -34,11 +35,13 @@ class Inputs:
     runs: the runs that were read.
     verify_records: theory verification records (all files together).
     verify_files: the verification files that were read.
+    root: the ``--runs`` directory (the ablation summaries are found under it).
   """
 
   runs: list[runs_lib.Run]
   verify_records: list[dict[str, Any]]
   verify_files: list[pathlib.Path]
+  root: pathlib.Path = pathlib.Path(".")
 
 
 Builder = Callable[[Inputs, pathlib.Path], list[report.Product]]
@@ -50,6 +53,7 @@ BUILDERS: dict[str, Builder] = {
     "figure3": lambda inputs, out: autoencoder.build_figure3(inputs.runs, out),
     "theory": lambda inputs, out: bound.build_theory_figure(
         inputs.verify_records, inputs.verify_files, out),
+    "ablation": lambda inputs, out: ablation.build_ablation(inputs.root, out),
 }
 
 
@@ -95,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
   for message in loaded.duplicates:
     _log.warning("%s", message)
   good_files = [f for f in verify_files if f not in {p.path for p in verify_problems}]
-  inputs = Inputs(runs=loaded.runs, verify_records=verify_records, verify_files=good_files)
+  inputs = Inputs(runs=loaded.runs, verify_records=verify_records, verify_files=good_files,
+                  root=args.runs)
   products = []
   for name in args.only or BUILDERS:
     products.extend(BUILDERS[name](inputs, out_dir))

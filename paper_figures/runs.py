@@ -20,6 +20,10 @@ from typing import Any, Iterator, Sequence
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 VERIFY_FILE = "verify.json"
+# A directory holding this (``python -m experiments.ablation``'s summary) or its timings is an
+# ablation study: its hundreds of runs are read through the summary, not as figure runs.
+ABLATION_SUMMARY_FILE = "ablation_summary.json"
+ABLATION_MARKERS = frozenset({ABLATION_SUMMARY_FILE, "timings.json"})
 
 REQUIRED_CONFIG_KEYS = ("task", "dataset", "optimizer", "seed")
 REQUIRED_METRIC_KEYS = ("step", "epoch", "wall_time")
@@ -268,14 +272,24 @@ def _walk(root: pathlib.Path) -> Iterator[tuple[pathlib.Path, list[str], list[st
 def find_run_dirs(root: os.PathLike | str) -> list[pathlib.Path]:
   """Directories under ``root`` (itself included) holding ``config.json`` or ``metrics.jsonl``.
 
-  The search does not descend into a run directory once found, nor into ``checkpoints/``.
+  The search does not descend into a run directory once found, nor into ``checkpoints/``,
+  nor into an ablation study's directory (see :data:`ABLATION_MARKERS`).
   """
   found = []
   for dirpath, dirnames, filenames in _walk(pathlib.Path(root)):
+    if ABLATION_MARKERS & set(filenames):
+      dirnames[:] = []
+      continue
     if CONFIG_FILE in filenames or METRICS_FILE in filenames:
       found.append(dirpath)
       dirnames[:] = []
   return sorted(found)
+
+
+def find_ablation_summaries(root: os.PathLike | str) -> list[pathlib.Path]:
+  """Every ``ablation_summary.json`` under ``root``."""
+  return sorted(d / ABLATION_SUMMARY_FILE for d, _, files in _walk(pathlib.Path(root))
+                if ABLATION_SUMMARY_FILE in files)
 
 
 def find_verify_files(root: os.PathLike | str) -> list[pathlib.Path]:

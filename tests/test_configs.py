@@ -12,9 +12,12 @@ from experiments.configs import autoencoder
 from experiments.configs import cifar
 from experiments.configs import common
 from experiments.configs import digits
+from experiments.configs import mnist1d
+from experiments.configs import mnist5k
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
-CONFIG_MODULES = {"cifar": cifar, "autoencoder": autoencoder, "digits": digits}
+CONFIG_MODULES = {"cifar": cifar, "autoencoder": autoencoder, "digits": digits,
+                  "mnist1d": mnist1d, "mnist5k": mnist5k}
 ALL_PRESETS = [(name, preset) for name, module in CONFIG_MODULES.items() for preset in module.PRESETS]
 
 
@@ -43,6 +46,22 @@ def test_autoencoder_paper_preset_has_the_papers_settings():
           c.optimizer_config.shampoo.root_interval) == (5, 50)
 
 
+def test_paper_presets_average_five_seeds_as_the_paper():
+  assert cifar.get_config("paper").num_seeds == 5 and autoencoder.get_config("paper").num_seeds == 5
+  assert cifar.get_config("short").num_seeds == 3 and digits.get_config("demo").num_seeds == 3
+
+
+def test_paper_variants_take_their_modern_counterparts_rate_and_the_reference_defaults():
+  c = mnist1d.get_config("reference")
+  for variant, modern in common.PAPER_VARIANTS.items():
+    assert c.learning_rates[variant] == c.learning_rates[modern]
+  o = c.optimizer_config
+  assert (o.shampoo_paper.epsilon, o.shampoo_paper.root_interval) == (1e-4, 50)
+  assert (o.kfac_paper.kl_clip, o.kfac_paper.curvature_update_period) == (1e-2, 5)
+  assert (o.adablock_paper.delta, o.adablock_paper.eps, o.adablock_paper.block_damping) == (
+      1e-4, 1e-4, 1e-6)
+
+
 def test_get_config_defaults_to_paper_and_rejects_unknown_presets():
   assert cifar.get_config().preset == "paper"
   assert autoencoder.get_config(None).preset == "paper"
@@ -53,7 +72,7 @@ def test_get_config_defaults_to_paper_and_rejects_unknown_presets():
 @pytest.mark.parametrize("name,preset", ALL_PRESETS)
 def test_every_preset_resolves_and_builds_every_optimizer(name, preset):
   """Hyperparameter names must be those of the constructors (unknown names raise)."""
-  for opt in common.OPTIMIZER_NAMES:
+  for opt in common.ALL_OPTIMIZER_NAMES:
     config = CONFIG_MODULES[name].get_config(preset)
     config.optimizer = opt
     resolved = train.resolve_config(config)

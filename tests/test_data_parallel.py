@@ -118,9 +118,10 @@ def test_two_processes_match_one_process_on_the_same_number_of_devices():
   for r in two + [one]:
     assert r["device_count"] == 4
     assert r["stats_specs"] == ["P('data', None, None)"]
-    # Blocks 5 (b1, padded to 8), 2 (b2, to 4), 80 (w1), 50 (w2, to 52): a quarter per device.
-    assert r["stats_shapes"] == [[8, 8, 8], [4, 8, 8], [80, 8, 8], [52, 8, 8]]
-    assert r["local_stats_shapes"] == [[2, 8, 8], [1, 8, 8], [20, 8, 8], [13, 8, 8]]
+    # One bucket of blocks of 8: 5 (b1) + 2 (b2) + 80 (w1) + 50 (w2) = 137, padded to 140:
+    # a quarter per device.
+    assert r["stats_shapes"] == [[140, 8, 8]]
+    assert r["local_stats_shapes"] == [[35, 8, 8]]
   assert [r["local_device_count"] for r in two] == [2, 2] and one["local_device_count"] == 4
   steps = len(one["losses"])
   for r in two:

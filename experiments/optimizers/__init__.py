@@ -3,13 +3,16 @@
 ``build_optimizer(config, loss_fn, learning_rate)`` returns ``Optimizer(init, step, name)``
 for ``config.optimizer`` in :data:`OPTIMIZERS`: adam, adagrad (optax), mbag,
 mbag_n, mbag_ema (the mbag package), shampoo, adablock (here, as optax
-transformations) and kfac (kfac-jax). The optax constructors are
+transformations) and kfac (kfac-jax), and the baselines as the paper's reference codes
+ran them: shampoo_paper, adablock_paper, kfac_paper. The optax constructors are
 ``shampoo.shampoo`` and ``adablock.adablock`` in the submodules of those names.
 """
 
 from experiments.optimizers import adablock
 from experiments.optimizers import kfac
+from experiments.optimizers import kfac_paper
 from experiments.optimizers import shampoo
+from experiments.optimizers import shampoo_paper
 from experiments.optimizers.adablock import ScaleByAdaBlockState
 from experiments.optimizers.adablock import adablock_block_spec
 from experiments.optimizers.adablock import scale_by_adablock
@@ -34,9 +37,11 @@ __all__ = (
     "adablock_block_spec",
     "build_optimizer",
     "kfac",
+    "kfac_paper",
     "make_transformation",
     "optax_optimizer",
     "scale_by_adablock",
     "scale_by_shampoo",
     "shampoo",
+    "shampoo_paper",
 )

@@ -17,12 +17,25 @@ Grouping follows the authors' implementation (``AdaBlockW`` in their supplement)
   a 1x1 conv kernel is diagonal (plain Adam), as theirs.
 * vectors and scalars (biases, BatchNorm): diagonal (plain Adam), as theirs.
 * other leaves: flattened and cut into consecutive groups of ``block_size``.
+
+Two optimizers. :func:`adablock` (modern): optax Adam's epsilon placement, ``eps`` 1e-8,
+no damping of the blocks; the run's ``config.weight_decay`` is an L2 term added to the
+gradient before the preconditioner (NOT the authors' decoupled decay).
+:func:`adablock_paper` follows the authors' ``AdaBlockW`` (the code the paper ran "as it
+is"): ``delta`` = 1e-4 added to the square roots of the block eigenvalues and ``eps`` =
+1e-4 to those of the diagonal parameters, both on the uncorrected moments (step size
+``lr sqrt(1-b2^t)/(1-b1^t)``), ``1e-6 I`` added to each block's ``V`` before the
+decomposition, decoupled weight decay ``theta *= 1 - lr * wd``. Not reproduced from
+that code: its conv rule reads the kernel size from the first spatial axis only
+(square kernels; a ``1 x k`` kernel would be diagonal there, here its ``k`` taps form
+the block), and its groups of a dense weight straddle input neurons when ``block_size``
+does not divide the outputs (here padded per neuron).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +48,8 @@ from experiments.optimizers import _checks
 Array = jax.Array
 # (key path, shape) -> BlockSpec | int | None, as mbag's grouping.
 Grouping = Callable[[tuple[Any, ...], tuple[int, ...]], Any]
+EpsMode = Literal["bias_corrected", "raw"]
+EPS_MODES = ("bias_corrected", "raw")
 
 
 class ScaleByAdaBlockState(NamedTuple):
@@ -104,6 +119,9 @@ def scale_by_adablock(
     relative_eigenvalue_floor: float | None = None,
     grouping: Grouping | None = None,
     fuse_blocks: bool = True,
+    eps_mode: EpsMode = "bias_corrected",
+    diagonal_eps: float | None = None,
+    block_damping: float = 0.0,
 ) -> optax.GradientTransformation:
   r"""AdaBlock preconditioner: Adam with a block-diagonal second moment.
 
@@ -135,6 +153,15 @@ def scale_by_adablock(
     grouping: optional ``(key_path, shape) -> BlockSpec | int | None`` overriding
       the AdaBlock grouping per leaf (an int: the default spec with that block size).
     fuse_blocks: stack blocks of equal size from all leaves into one batched array.
+    eps_mode: "bias_corrected" (default, optax's Adam): ``eps``, ``diagonal_eps`` and
+      ``eps_root`` act on ``m_hat``, ``V_hat`` as in the formula above. "raw" (the
+      authors' code and PyTorch's Adam): they act on the uncorrected moments,
+      ``u = sqrt(1-b2^t)/(1-b1^t) ((V + eps_root I)^{1/2} + eps I)^{-1} m``, i.e. ``eps``
+      is divided by ``sqrt(1-b2^t)`` and ``eps_root`` by ``1-b2^t`` in the formula above.
+    diagonal_eps: ``eps`` of blocks of size 1 (biases, BatchNorm, 1x1 convs); None: ``eps``.
+      (The authors use ``delta`` for blocks and ``eps`` for diagonal parameters.)
+    block_damping: added to ``V`` (uncorrected, both modes) of blocks of size > 1 before
+      the decomposition (the authors' ``1e-6 I``); diagonal blocks are not damped.
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByAdaBlockState`.
@@ -157,10 +184,15 @@ def scale_by_adablock(
   _checks.check_number("b2", b2, lambda v: 0 <= v < 1, "in [0, 1)")
   _checks.check_number("eps", eps, lambda v: v >= 0, ">= 0")
   _checks.check_number("eps_root", eps_root, lambda v: v >= 0, ">= 0")
+  _checks.check_number("block_damping", block_damping, lambda v: v >= 0, ">= 0")
+  _checks.check_choice("eps_mode", eps_mode, EPS_MODES)
+  if diagonal_eps is not None:
+    _checks.check_number("diagonal_eps", diagonal_eps, lambda v: v >= 0, ">= 0 or None")
   if relative_eigenvalue_floor is not None:
     _checks.check_number("relative_eigenvalue_floor", relative_eigenvalue_floor,
                          lambda v: 0 <= v < 1, "in [0, 1) or None")
   cached = root_interval > 1
+  eps_diag = eps if diagonal_eps is None else diagonal_eps
 
   def spec_for(path, shape):
     choice = grouping(path, shape) if grouping is not None else None
@@ -194,6 +226,11 @@ def scale_by_adablock(
     bc1 = 1.0 - jnp.asarray(b1, jnp.float32) ** t
     bc2 = 1.0 - jnp.asarray(b2, jnp.float32) ** t
     is_root_step = (count - 1) % root_interval == 0
+    # "raw": the constants act on the uncorrected moments (see eps_mode).
+    raw = eps_mode == "raw"
+    eps_t = eps / jnp.sqrt(bc2) if raw else eps
+    eps_diag_t = eps_diag / jnp.sqrt(bc2) if raw else eps_diag
+    eps_root_t = (eps_root / bc2 if raw else eps_root) + block_damping / bc2
     mus, nus, pres, directions = [], [], [], []
     pre_iter = iter(state.preconditioner)
     for g, m, V, b in zip(grads, state.mu, state.nu, layout.block_sizes):
@@ -204,9 +241,10 @@ def scale_by_adablock(
       m_hat = m / bc1
       if b == 1:
         v_hat = V[:, :, 0] / bc2
-        directions.append(m_hat / (jnp.sqrt(v_hat + eps_root) + eps))
+        root_eps = eps_root / bc2 if raw else eps_root
+        directions.append(m_hat / (jnp.sqrt(v_hat + root_eps) + eps_diag_t))
         continue
-      fresh = lambda V=V, b=b: block_inverse_root(V / bc2, eps, eps_root, floor_for(b))  # noqa: E731
+      fresh = lambda V=V, b=b: block_inverse_root(V / bc2, eps_t, eps_root_t, floor_for(b))  # noqa: E731
       if cached:
         P = jax.lax.cond(is_root_step, lambda _, f=fresh: f(), lambda old: old, next(pre_iter))
         pres.append(P)
@@ -251,4 +289,51 @@ def adablock(
       scale_by_adablock(block_size, b1, b2, eps, root_interval, eps_root=eps_root,
                         relative_eigenvalue_floor=relative_eigenvalue_floor,
                         grouping=grouping, fuse_blocks=fuse_blocks),
+      optax.scale_by_learning_rate(learning_rate))
+
+
+def adablock_paper(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    block_size: int = 32,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    delta: float = 1e-4,
+    eps: float = 1e-4,
+    block_damping: float = 1e-6,
+    weight_decay: float = 0.0,
+    root_interval: int = 1,
+    fuse_blocks: bool = True,
+) -> optax.GradientTransformation:
+  r"""AdaBlock as the authors' ``AdaBlockW``: their epsilons, damping and decoupled weight decay.
+
+  .. math::
+    	heta_t = (1 - \eta_t \omega)	heta_{t-1} - \eta_t rac{\sqrt{1-eta_2^t}}{1-eta_1^t}
+      ig((V_t + 10^{-6} I)^{1/2} + \delta Iig)^{-1} m_t
+    \quad	ext{(blocks; diagonal parameters: } m_t / (\sqrt{v_t} + \epsilon)	ext{)}.
+
+  Args:
+    learning_rate: eta, a float or an optax schedule.
+    block_size: the authors' ``groups`` (the paper: 32; their default 10).
+    b1, b2: their ``betas``.
+    delta: added to the square roots of the eigenvalues of a block (their ``delta``).
+    eps: added to ``sqrt(v)`` of diagonal parameters (their ``eps``).
+    block_damping: added to ``V`` of a block before its decomposition (their ``1e-6 I``).
+    weight_decay: omega, decoupled (``theta *= 1 - lr * omega``; the config's weight decay).
+    root_interval: 1 (every step), as theirs; larger values reuse the preconditioner.
+    fuse_blocks: see :func:`scale_by_adablock`.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Yun, Lozano & Yang, "AdaBlock", AISTATS 2022 (``AdaBlockW`` of their code).
+  """
+  _checks.check_learning_rate(learning_rate)
+  _checks.check_number("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  return optax.chain(
+      scale_by_adablock(block_size, b1, b2, delta, root_interval, eps_mode="raw",
+                        diagonal_eps=eps, block_damping=block_damping,
+                        relative_eigenvalue_floor=0.0, fuse_blocks=fuse_blocks),
+      optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(learning_rate))

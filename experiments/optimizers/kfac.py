@@ -96,18 +96,51 @@ def kfac(
     approximate Fisher matrix for convolution layers", ICML 2016.
   """
   _checks.check_learning_rate(learning_rate)
+  _checks.check_number("l2_reg", l2_reg, lambda v: v >= 0, ">= 0")
+  _checks.check_number("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  if l2_reg and weight_decay and float(l2_reg) != float(weight_decay):
+    raise ValueError(f"kfac l2_reg ({l2_reg}) and weight_decay ({weight_decay}) disagree; set one")
+  return build(loss_fn, learning_rate, damping=damping, momentum=momentum,
+               curvature_update_period=curvature_update_period,
+               inverse_update_period=inverse_update_period, curvature_ema=curvature_ema,
+               l2_reg=float(l2_reg or weight_decay),
+               use_automatic_registration=use_automatic_registration, name="kfac")
+
+
+# after_step(step, learning_rate, carry, params, opt_state) -> (params, opt_state), where
+# ``carry`` is what ``before_step`` computed from the parameters before the step (donated to it).
+AfterStep = Callable[[int, Any, Any, Any, Any], tuple[Any, Any]]
+
+
+def build(loss_fn: base.LossFn, learning_rate: optax.ScalarOrSchedule, *, damping: float,
+          momentum: float, curvature_update_period: int, inverse_update_period: int,
+          curvature_ema: float, l2_reg: float, use_automatic_registration: bool = True,
+          kfac_options: dict[str, Any] | None = None,
+          before_step: Callable[[int, Any], Any] | None = None,
+          after_step: AfterStep | None = None, name: str = "kfac") -> base.Optimizer:
+  """A ``kfac_jax.Optimizer`` with constant damping and momentum behind :class:`base.Optimizer`.
+
+  What :func:`kfac` and the reference-code variant (``kfac_paper``) share.
+
+  Args:
+    loss_fn, learning_rate, damping, momentum, curvature_update_period,
+    inverse_update_period, curvature_ema, use_automatic_registration: see :func:`kfac`.
+    l2_reg: ``gamma``, added to the objective as ``gamma/2 ||theta||^2`` and to the damping.
+    kfac_options: further keyword arguments of ``kfac_jax.Optimizer`` (e.g. ``norm_constraint``).
+    before_step: ``(step, params) -> carry`` called before each step (the params are
+      donated to the step afterwards: compute what is needed from them here).
+    after_step: ``(step, learning_rate_value, carry, params, opt_state) -> (params, opt_state)``
+      applied to the step's result.
+    name: the registry name.
+  """
   _checks.check_number("damping", damping, lambda v: v > 0, "> 0")
   _checks.check_number("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
   _checks.check_number("curvature_ema", curvature_ema, lambda v: 0 <= v < 1, "in [0, 1)")
-  _checks.check_number("l2_reg", l2_reg, lambda v: v >= 0, ">= 0")
-  _checks.check_number("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   t1 = _checks.check_int("curvature_update_period", curvature_update_period, 1)
   t2 = _checks.check_int("inverse_update_period", inverse_update_period, 1)
   if t1 > t2:
     raise ValueError(f"curvature_update_period ({t1}) must be <= inverse_update_period ({t2})")
-  if l2_reg and weight_decay and float(l2_reg) != float(weight_decay):
-    raise ValueError(f"kfac l2_reg ({l2_reg}) and weight_decay ({weight_decay}) disagree; set one")
-  decay = float(l2_reg or weight_decay)
+  decay = float(l2_reg)
   schedule = learning_rate if callable(learning_rate) else _constant(learning_rate)
 
   def objective(params, model_state, rng, batch):
@@ -130,7 +163,7 @@ def kfac(
   def value_for_estimator(params, model_state, rng, batch):
     return objective(params, model_state, rng, batch)
 
-  optimizer = kfac_jax.Optimizer(
+  options = dict(
       value_and_grad_func=value_and_grad,
       l2_reg=decay,
       value_func_has_aux=True,
@@ -150,6 +183,8 @@ def kfac(
       use_automatic_registration=use_automatic_registration,
       multi_device=False,
   )
+  options.update(kfac_options or {})
+  optimizer = kfac_jax.Optimizer(**options)
   # The step counter that ``opt_state`` holds, known without reading the device:
   # (the counter array of the last state this wrapper returned, its value).
   known = {"counter": None, "value": 0, "initialized": False}
@@ -166,11 +201,14 @@ def kfac(
       step_int = known["value"]
     else:
       step_int = int(opt_state.step_counter)
+    carry = None if before_step is None else before_step(step_int, params)
     params, opt_state, model_state, kstats = optimizer.step(
         params, opt_state, rng, batch=batch, func_state=model_state, global_step_int=step_int)
+    if after_step is not None:
+      params, opt_state = after_step(step_int, schedule(step_int), carry, params, opt_state)
     known["counter"], known["value"] = opt_state.step_counter, step_int + 1
     aux = dict(kstats["aux"])
     stats = {"loss": aux.pop(_DATA_LOSS), "grad_norm": aux.pop(_DATA_GRAD_NORM), **aux}
     return params, model_state, opt_state, stats
 
-  return base.Optimizer(init=init, step=step, name="kfac")
+  return base.Optimizer(init=init, step=step, name=name)

@@ -4,7 +4,13 @@ Hyperparameters come from ``config.optimizer_config.<name>``; their names are
 the keyword arguments of the constructor in :data:`TRANSFORMS` (or of
 :func:`experiments.optimizers.kfac.kfac`), e.g. ``optimizer_config.mbag.block_size``.
 ``config.weight_decay`` (optional, default 0) is added to the gradient before
-the preconditioner (``optax.add_decayed_weights``; for KFAC, to the objective).
+the preconditioner (``optax.add_decayed_weights``; for KFAC, to the objective), except
+for the ``*_paper`` variants, which apply it where their reference code does
+(:data:`OWN_WEIGHT_DECAY`: passed as their ``weight_decay`` argument).
+
+The ``*_paper`` variants follow the public codes the paper's baselines came from (their
+modules say what comes from where; ``configs/common.py:PAPER_VARIANTS`` pairs each with
+its modern counterpart).
 ``config.data_parallel`` (optional, default False) gives MBAG's constructors
 ``shard_blocks="data"`` (see ``experiments.parallel``).
 """
@@ -21,7 +27,9 @@ from experiments import parallel
 from experiments.optimizers import adablock as adablock_lib
 from experiments.optimizers import base
 from experiments.optimizers import kfac as kfac_lib
+from experiments.optimizers import kfac_paper as kfac_paper_lib
 from experiments.optimizers import shampoo as shampoo_lib
+from experiments.optimizers import shampoo_paper as shampoo_paper_lib
 
 # name -> constructor (learning_rate, **hyperparameters) -> optax.GradientTransformation.
 TRANSFORMS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -32,7 +40,34 @@ TRANSFORMS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "mbag": mbag.mbag,
     "mbag_n": mbag.mbag_n,
     "mbag_ema": mbag.mbag_ema,
+    "shampoo_paper": shampoo_paper_lib.shampoo_paper,
+    "adablock_paper": adablock_lib.adablock_paper,
 }
+# Optimizers that take config.weight_decay as their own ``weight_decay`` argument.
+OWN_WEIGHT_DECAY = frozenset({"shampoo_paper", "adablock_paper", "kfac_paper"})
+
+
+def _diagonal_vectors(path, shape):
+  del path
+  return 1 if len(shape) <= 1 else None
+
+
+# Named groupings a config can select (configs are data): ``optimizer_config.mbag.grouping =
+# "diagonal_vectors"`` gives every vector and scalar (biases, norm parameters) blocks of size 1
+# (diagonal AdaGrad) and keeps the default grouping elsewhere.
+GROUPINGS: dict[str, Callable[[Any, tuple[int, ...]], Any]] = {
+    "diagonal_vectors": _diagonal_vectors,
+}
+
+
+def _resolve_grouping(hparams: dict[str, Any], name: str) -> dict[str, Any]:
+  grouping = hparams.get("grouping")
+  if isinstance(grouping, str):
+    if grouping not in GROUPINGS:
+      raise ValueError(f"config.optimizer_config.{name}.grouping={grouping!r} is not a known "
+                       f"grouping; known: {sorted(GROUPINGS)}")
+    hparams = dict(hparams, grouping=GROUPINGS[grouping])
+  return hparams
 
 
 def _weight_decay(config: Any) -> float:
@@ -51,11 +86,12 @@ def make_transformation(name: str, config: Any,
   # Under config.data_parallel, MBAG's statistics are sharded over the data axis.
   data_parallel = bool(base._get(config, "data_parallel"))  # pylint: disable=protected-access
   sharding = parallel.state_sharding(data_parallel, TRANSFORMS[name])
-  tx = base.call_with_hyperparameters(
-      TRANSFORMS[name], base.hyperparameters(config, name), name, learning_rate=learning_rate,
-      **sharding)
   decay = _weight_decay(config)
-  return optax.chain(optax.add_decayed_weights(decay), tx) if decay else tx
+  own = {"weight_decay": decay} if name in OWN_WEIGHT_DECAY else {}
+  hparams = _resolve_grouping(base.hyperparameters(config, name), name)
+  tx = base.call_with_hyperparameters(TRANSFORMS[name], hparams, name,
+                                      learning_rate=learning_rate, **sharding, **own)
+  return optax.chain(optax.add_decayed_weights(decay), tx) if decay and not own else tx
 
 
 def _build_optax(name: str, config: Any, loss_fn: base.LossFn,
@@ -70,10 +106,18 @@ def _build_kfac(config: Any, loss_fn: base.LossFn,
       learning_rate=learning_rate, weight_decay=_weight_decay(config))
 
 
+def _build_kfac_paper(config: Any, loss_fn: base.LossFn,
+                      learning_rate: optax.ScalarOrSchedule) -> base.Optimizer:
+  return base.call_with_hyperparameters(
+      kfac_paper_lib.kfac_paper, base.hyperparameters(config, "kfac_paper"), "kfac_paper",
+      loss_fn=loss_fn, learning_rate=learning_rate, weight_decay=_weight_decay(config))
+
+
 # name -> builder (config, loss_fn, learning_rate) -> Optimizer.
 OPTIMIZERS: dict[str, Callable[[Any, base.LossFn, optax.ScalarOrSchedule], base.Optimizer]] = {
     **{name: functools.partial(_build_optax, name) for name in TRANSFORMS},
     "kfac": _build_kfac,
+    "kfac_paper": _build_kfac_paper,
 }
 
 

@@ -15,7 +15,6 @@ sharded like the leaf.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -260,7 +259,6 @@ def tree_to_buckets(tree: Any, layout: Layout) -> list[Array]:
   return out
 
 
-@functools.lru_cache(maxsize=4096)
 def _gather_index(spec: BlockSpec, shape: tuple[int, ...], start: int) -> np.ndarray:
   """For each entry of a leaf, its flat index in a bucket whose blocks start at ``start``."""
   n = spec.num_blocks(shape)
@@ -270,9 +268,7 @@ def _gather_index(spec: BlockSpec, shape: tuple[int, ...], start: int) -> np.nda
   permuted = rows.reshape(tuple(shape[a] for a in spec.perm))
   index = np.transpose(permuted, np.argsort(spec.perm)) + start * spec.block_size
   dtype = np.int32 if index.size == 0 or index.max() < 2**31 else np.int64
-  index = np.ascontiguousarray(index, dtype)
-  index.setflags(write=False)
-  return index
+  return np.ascontiguousarray(index, dtype)
 
 
 def buckets_to_tree(buckets: Sequence[Array], layout: Layout, like: Any) -> Any:

@@ -29,6 +29,7 @@ import optax  # noqa: E402
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P  # noqa: E402
 
 import mbag  # noqa: E402
+from tests import compat  # noqa: E402
 
 NUM_STEPS = 5
 BATCH = 32
@@ -87,7 +88,7 @@ def main():
         "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
         "losses": losses,
         "params": {k: local_value(v).tolist() for k, v in params.items()},
-        "stats_specs": sorted({str(x.sharding.spec) for x in s.stats}),
+        "stats_specs": sorted({compat.spec_str(x.sharding.spec) for x in s.stats}),
         "stats_shapes": [list(x.shape) for x in s.stats],
         "local_stats_shapes": [list(x.addressable_shards[0].data.shape) for x in s.stats],
     }

@@ -1,0 +1,130 @@
+"""The ablation study's figure and table, from ``ablation_summary.json`` (``experiments.ablation``).
+
+One panel per benchmark: each entry of the study (the baselines, their reference-code
+variants, MBAG and every variant of one of its choices) as its mean over the final seeds
+with +-1 sample standard deviation, on the test set, at the learning rate its tuning chose
+on the validation split; Adam's mean is a dashed line. Entries whose final runs all
+diverged are listed as such. ``ablation.md`` has the same numbers with the rates and seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any, Sequence
+
+from matplotlib import pyplot as plt
+
+from paper_figures import report
+from paper_figures import runs as runs_lib
+from paper_figures import style
+
+# The metric drawn per benchmark: the first of its reported metrics.
+METRIC_LABELS = {"test_accuracy": "test accuracy (%)", "test_loss": "test loss",
+                 "train_loss": "training loss", "test_squared_error": "test squared error",
+                 "test_bce_per_pixel": "test BCE per pixel"}
+GROUP_ORDER = ("baseline", "lambda", "T_sqr", "root", "warm-up", "tau", "momentum", "grouping",
+               "EMA decay")
+
+
+def _rows(part: dict[str, Any], metric: str) -> list[tuple[str, str, dict[str, Any], float]]:
+  """``(entry, group, stats, lr)`` in group order, then by name."""
+  rows = [(name, row.get("group", "baseline"), row.get(metric, {}), row.get("learning_rate"))
+          for name, row in part.get("final", {}).items()]
+  order = {g: i for i, g in enumerate(GROUP_ORDER)}
+  return sorted(rows, key=lambda r: (order.get(r[1], len(order)), r[0]))
+
+
+def _scale(metric: str, values: Sequence[float]) -> float:
+  return 100.0 if metric.endswith("accuracy") and values and max(values) <= 1.0 else 1.0
+
+
+def plot_ablation(summary: dict[str, Any], title: str):
+  benchmarks = summary.get("benchmarks", {})
+  fig, axes = plt.subplots(1, len(benchmarks), squeeze=False, layout="constrained",
+                           figsize=(3.6 * len(benchmarks), 0.5 + 0.19 * max(
+                               len(p.get("final", {})) for p in benchmarks.values())))
+  for ax, (name, part) in zip(axes[0], benchmarks.items()):
+    metric = next(iter(part.get("report", [])), None) or _first_metric(part)
+    rows = _rows(part, metric)
+    means = [r[2].get("mean") for r in rows if r[2].get("mean") is not None]
+    scale = _scale(metric, means)
+    for y, (entry, _, stats, _) in enumerate(rows):
+      mean, std = stats.get("mean"), stats.get("std") or 0.0
+      if mean is None:
+        ax.text(0.02, y, "diverged", transform=ax.get_yaxis_transform(), va="center", fontsize=6)
+        continue
+      color = style.optimizer_style(entry.split("/")[0]).color
+      ax.errorbar(mean * scale, y, xerr=std * scale, fmt="o", ms=3, color=color, capsize=2)
+    adam = part.get("final", {}).get("adam", {}).get(metric, {}).get("mean")
+    if adam is not None:
+      ax.axvline(adam * scale, color=style.optimizer_style("adam").color, ls="--", lw=0.8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title(f"{name} ({part.get('config', '')})")
+  fig.suptitle(title)
+  return fig
+
+
+def _first_metric(part: dict[str, Any]) -> str:
+  for row in part.get("final", {}).values():
+    for key, value in row.items():
+      if isinstance(value, dict) and "mean" in value and key != "run_seconds":
+        return key
+  return "test_loss"
+
+
+def _fmt(stats: dict[str, Any], scale: float) -> str:
+  mean, std = stats.get("mean"), stats.get("std")
+  if mean is None:
+    return "diverged"
+  text = f"{mean * scale:.4g}"
+  return text + (f" ± {std * scale:.2g}" if std is not None and math.isfinite(std) else "")
+
+
+def table_markdown(summary: dict[str, Any]) -> str:
+  lines = [f"Command: `{summary.get('command', '?')}`; hardware: {summary.get('hardware', '?')}.", ""]
+  for name, part in summary.get("benchmarks", {}).items():
+    metrics = list(part.get("report", [])) or [_first_metric(part)]
+    lines += [f"## {name} ({part.get('config', '')})", "",
+              "| entry | group | lr | seeds | " + " | ".join(metrics) + " |",
+              "|---|---|---|---|" + "---|" * len(metrics)]
+    for entry, group, _, lr in _rows(part, metrics[0]):
+      row = part["final"][entry]
+      cells = []
+      for metric in metrics:
+        stats = row.get(metric, {})
+        means = [v for v in stats.get("values", []) if v is not None]
+        cells.append(_fmt(stats, _scale(metric, means)))
+      lines.append(f"| {entry} | {group} | {lr:g} | {row.get('seeds')} | " + " | ".join(cells) + " |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def build_ablation(root: pathlib.Path, out_dir: pathlib.Path) -> list[report.Product]:
+  """``ablation[_<n>].png/.pdf`` and ``ablation[_<n>].md`` per summary found under ``root``."""
+  paths = runs_lib.find_ablation_summaries(root)
+  if not paths:
+    return [report.Product(title="Ablation", missing=[
+        f"no {runs_lib.ABLATION_SUMMARY_FILE} (python -m experiments.ablation)"])]
+  products = []
+  for i, path in enumerate(paths):
+    product = report.Product(title=f"Ablation ({path})")
+    try:
+      summary = runs_lib.read_json_file(path)
+    except runs_lib.MalformedInputError as e:
+      product.missing.append(str(e))
+      products.append(product)
+      continue
+    stem = "ablation" if len(paths) == 1 else f"ablation_{i}"
+    title = f"What matters in MBAG: test metrics, mean ± std over seeds ({summary.get('hardware', '?')})"
+    with style.context():
+      product.files = style.save(plot_ablation(summary, title), out_dir, stem)
+    table = out_dir / f"{stem}.md"
+    table.write_text(table_markdown(summary), encoding="utf-8")
+    product.files.append(table)
+    product.used = [f"{path}: " + ", ".join(
+        f"{b} ({len(p.get('final', {}))} entries)" for b, p in summary.get("benchmarks", {}).items())]
+    products.append(product)
+  return products
