@@ -40,12 +40,14 @@ FULL = {
              optimizers=["adam", "adagrad", "kfac", "shampoo", *MBAG_STORAGES]),
     ],
 }
-# Seconds on a CPU: the same code paths on a ResNet-8 tree and the 64-input digits autoencoder.
+# A test on CPU: the same code paths on a ResNet-8 tree and the 64-input digits autoencoder,
+# fewer programs to compile (dense and symmetric + bfloat16 root storage only).
 TINY = {
     "update_repeats": 2,
+    "update_storages": ("default", "symmetric_bf16"),
     "step_time": [
-        dict(task="autoencoder", dataset="digits", batch=8, steps=2, rounds=1,
-             optimizers=["adam", *MBAG_STORAGES]),
+        dict(task="autoencoder", dataset="digits", batch=8, steps=1, rounds=1,
+             optimizers=["adam", "mbag/symmetric_bf16"]),
     ],
 }
 
@@ -80,7 +82,9 @@ def _tiny_tree():
 def run(plan: dict, *, tiny: bool) -> list[dict]:
   """Runs the plan; returns the JSON records (without hardware and command)."""
   params = _tiny_tree() if tiny else update_speed.resnet56_params()
-  records = [dict(update_speed.measure(params, plan["update_repeats"], 50, with_layouts=False),
+  storages = plan.get("update_storages", tuple(update_speed.STORAGES))
+  records = [dict(update_speed.measure(params, plan["update_repeats"], 50, with_layouts=False,
+                                       with_baselines=not tiny, storages=storages),
                   benchmark="update_speed", model="ResNet-8" if tiny else "ResNet-56")]
   for spec in plan["step_time"]:
     args = step_time.parse_args([])
@@ -106,8 +110,8 @@ def main(argv=None):
     if r["benchmark"] == "update_speed":
       print(f"update ({r['model']}): adam {r['adam_update_ms']:.2f} ms, mbag dense "
             f"{r['mbag_default_steady_ms']:.2f} ms ({r['mbag_default_steady_over_adam']:.2f}x), "
-            f"symmetric {r['mbag_symmetric_steady_ms']:.2f} ms, "
-            f"{r['symmetric_state_bytes_per_param']:.1f} B/param")
+            f"symmetric + bf16 root {r['mbag_symmetric_bf16_steady_ms']:.2f} ms, "
+            f"{r['symmetric_bf16_state_bytes_per_param']:.1f} B/param")
     else:
       print(f"step ({r['task']}) {r['optimizer']:<20} {r['seconds_per_step']:.4f} s "
             f"{r['ratio_to_adam']:.2f}x adam, {r['state_bytes_per_param']:.1f} B/param")

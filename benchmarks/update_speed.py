@@ -154,14 +154,16 @@ def baselines() -> dict:
 
 
 def measure(params, repeats: int, root_interval: int, *, with_layouts: bool = True,
-            with_baselines: bool = True) -> dict:
-  """Everything of the module docstring, side by side in one process, as a flat dict."""
+            with_baselines: bool = True, storages=tuple(STORAGES)) -> dict:
+  """Everything of the module docstring, side by side in one process, as a flat dict
+  (``storages``: which of :data:`STORAGES`; "default" is always measured)."""
   n = num_params(params)
   results = {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
              "machine": platform.processor() or platform.machine(), "num_params": n,
              "jax": jax.__version__, "repeats": repeats}
   txs = baselines() if with_baselines else {"adam": optax.adam(1e-3)}
-  variants = {tag: (kw, None, False) for tag, kw in STORAGES.items()}
+  variants = {tag: (kw, None, False) for tag, kw in STORAGES.items()
+              if tag == "default" or tag in storages}
   if with_layouts:
     variants.update({tag: ({}, fuse, sliced) for tag, (fuse, sliced) in LAYOUTS.items()})
   for tag, (kw, fuse, sliced) in variants.items():

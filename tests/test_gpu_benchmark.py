@@ -12,7 +12,7 @@ def test_gpu_entry_point_writes_records_with_hardware_and_exact_state_sizes(tmp_
   out = tmp_path / "gpu.jsonl"
   gpu.main(["--tiny", "--out", str(out)])
   records = [json.loads(line) for line in out.read_text().splitlines()]
-  assert [r["benchmark"] for r in records] == ["update_speed"] + ["step_time"] * 4
+  assert [r["benchmark"] for r in records] == ["update_speed"] + ["step_time"] * 2
   for r in records:
     assert r["hardware_info"]["device_count"] >= 1 and r["hardware_info"]["jax"]
     assert r["command"] == f"python -m benchmarks.gpu --tiny --out {out}"
@@ -25,16 +25,14 @@ def test_gpu_entry_point_writes_records_with_hardware_and_exact_state_sizes(tmp_
   def mbag_bytes(per_block, root_bytes=4):
     return sum(k * per_block(b) for b, k in blocks.items()) * (4 + root_bytes) + 4 * n  # + momentum
   assert upd["num_params"] == n
-  np.testing.assert_allclose(upd["default_state_bytes_per_param"] * n, mbag_bytes(lambda b: b * b))
-  np.testing.assert_allclose(upd["symmetric_state_bytes_per_param"] * n,
-                             mbag_bytes(lambda b: b * (b + 1) // 2))
+  scalars = 64  # step counts and diagnostics, a few int32 / float32 scalars
+  np.testing.assert_allclose(upd["default_state_bytes_per_param"] * n, mbag_bytes(lambda b: b * b),
+                             atol=scalars)
   np.testing.assert_allclose(upd["symmetric_bf16_state_bytes_per_param"] * n,
-                             mbag_bytes(lambda b: b * (b + 1) // 2, root_bytes=2))
+                             mbag_bytes(lambda b: b * (b + 1) // 2, root_bytes=2), atol=scalars)
   assert abs(upd["adam_state_bytes_per_param"] - 8.0) < 1e-2
-  assert upd["copy_bandwidth_GBps"] > 0 and upd["mbag_symmetric_steady_GBps"] > 0
+  assert upd["copy_bandwidth_GBps"] > 0 and upd["mbag_symmetric_bf16_steady_GBps"] > 0
   steps = {r["optimizer"]: r for r in records[1:]}
-  assert list(steps) == ["adam", "mbag", "mbag/symmetric", "mbag/symmetric_bf16"]
+  assert list(steps) == ["adam", "mbag/symmetric_bf16"]
   assert steps["adam"]["ratio_to_adam"] == 1.0
-  # The digits autoencoder's 64-32-16-8 layers: symmetric storage holds fewer bytes, bf16 fewer still.
-  b = [steps[k]["state_bytes_per_param"] for k in ("mbag", "mbag/symmetric", "mbag/symmetric_bf16")]
-  assert b[0] > b[1] > b[2] > steps["adam"]["state_bytes_per_param"]
+  assert steps["mbag/symmetric_bf16"]["state_bytes_per_param"] > 8.0
