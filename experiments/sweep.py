@@ -26,6 +26,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import train
+from experiments import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file and preset.",
                                           lock_config=False)
@@ -93,4 +94,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.set_entry_point_flags()
   app.run(main)

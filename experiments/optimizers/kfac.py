@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import jax
@@ -9,13 +10,15 @@ import jax.numpy as jnp
 import kfac_jax
 import optax
 from jax import extend as jex
-from kfac_jax._src import tag_graph_matcher
 
 from experiments.optimizers import _checks
 from experiments.optimizers import base
 
 _DATA_LOSS = "__data_loss"
 _DATA_GRAD_NORM = "__data_grad_norm"
+# The kfac-jax releases this module (its patch below, the internals it reads) was checked
+# against: [first, end). pyproject.toml pins the same range.
+KFAC_JAX_CHECKED = ((0, 0, 8), (0, 0, 9))
 
 
 def _eval_jaxpr_eqn(eqn, in_values):
@@ -35,7 +38,28 @@ def _eval_jaxpr_eqn(eqn, in_values):
   return output if isinstance(output, list) else [output]
 
 
-tag_graph_matcher.eval_jaxpr_eqn = _eval_jaxpr_eqn
+def _version_tuple(version: str) -> tuple[int, ...]:
+  """``"0.0.8"`` -> ``(0, 0, 8)``; the numeric release part only (``"0.0.9rc1"`` -> ``(0, 0, 9)``)."""
+  return tuple(int(n) for n in re.match(r"\d+(?:\.\d+)*", version).group().split("."))
+
+
+def check_kfac_jax_version(version: str | None = None) -> None:
+  """Raises RuntimeError unless kfac-jax (``version``, default the installed one) is in the checked range."""
+  version = kfac_jax.__version__ if version is None else version
+  first, end = KFAC_JAX_CHECKED
+  if not first <= _version_tuple(version) < end:
+    show = lambda v: ".".join(map(str, v))  # noqa: E731
+    raise RuntimeError(
+        f"the KFAC baseline (experiments/optimizers/kfac.py) patches kfac-jax internals and was "
+        f"checked against kfac-jax >= {show(first)}, < {show(end)}; kfac-jax {version} is "
+        f"installed. Install a checked release (pip install 'kfac-jax>={show(first)},<{show(end)}'), "
+        f"or check the patch (_eval_jaxpr_eqn) against {version} and widen KFAC_JAX_CHECKED.")
+
+
+def _patch_kfac_jax() -> None:
+  """Applies :func:`_eval_jaxpr_eqn` to kfac-jax (idempotent); called when KFAC is built."""
+  from kfac_jax._src import tag_graph_matcher  # pylint: disable=import-outside-toplevel
+  tag_graph_matcher.eval_jaxpr_eqn = _eval_jaxpr_eqn
 
 
 def _constant(value: Any) -> Callable[[Any], Any]:
@@ -95,6 +119,8 @@ def kfac(
     Approximate Curvature", ICML 2015; Grosse & Martens, "A Kronecker-factored
     approximate Fisher matrix for convolution layers", ICML 2016.
   """
+  check_kfac_jax_version()
+  _patch_kfac_jax()
   _checks.check_learning_rate(learning_rate)
   _checks.check_number("damping", damping, lambda v: v > 0, "> 0")
   _checks.check_number("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
