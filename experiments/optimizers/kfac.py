@@ -16,6 +16,7 @@ from experiments.optimizers import base
 
 _DATA_LOSS = "__data_loss"
 _DATA_GRAD_NORM = "__data_grad_norm"
+_OBJECTIVE_GRAD_NORM = "__objective_grad_norm"
 # The kfac-jax releases this module (its patch below, the internals it reads) was checked
 # against: [first, end). pyproject.toml pins the same range.
 KFAC_JAX_CHECKED = ((0, 0, 8), (0, 0, 9))
@@ -151,11 +152,14 @@ def kfac(
     data_grads = grads if not decay else jax.tree_util.tree_map(
         lambda g, p: g - decay * p, grads, params)
     aux = dict(aux, **{_DATA_GRAD_NORM: optax.global_norm(data_grads)})
+    if decay:
+      aux[_OBJECTIVE_GRAD_NORM] = optax.global_norm(grads)
     return (loss, (model_state, aux)), grads
 
   def value_for_estimator(params, model_state, rng, batch):
     return objective(params, model_state, rng, batch)
 
+  schedules = {"damping": _constant(damping), "momentum": _constant(momentum)}
   optimizer = kfac_jax.Optimizer(
       value_and_grad_func=value_and_grad,
       l2_reg=decay,
@@ -166,9 +170,9 @@ def kfac(
       use_adaptive_learning_rate=False,
       learning_rate_schedule=schedule,
       use_adaptive_momentum=False,
-      momentum_schedule=_constant(momentum),
+      momentum_schedule=schedules["momentum"],
       use_adaptive_damping=False,
-      damping_schedule=_constant(damping),
+      damping_schedule=schedules["damping"],
       curvature_ema=curvature_ema,
       curvature_update_period=t1,
       inverse_update_period=t2,
@@ -196,7 +200,15 @@ def kfac(
         params, opt_state, rng, batch=batch, func_state=model_state, global_step_int=step_int)
     known["counter"], known["value"] = opt_state.step_counter, step_int + 1
     aux = dict(kstats["aux"])
-    stats = {"loss": aux.pop(_DATA_LOSS), "grad_norm": aux.pop(_DATA_GRAD_NORM), **aux}
-    return params, model_state, opt_state, stats
+    stats = {"loss": aux.pop(_DATA_LOSS), "grad_norm": aux.pop(_DATA_GRAD_NORM)}
+    if decay:
+      stats["objective_grad_norm"] = aux.pop(_OBJECTIVE_GRAD_NORM)
+    return params, model_state, opt_state, {**stats, **aux}
 
-  return base.Optimizer(init=init, step=step, name="kfac")
+  def metrics(opt_state):
+    """Damping and momentum of the step that made ``opt_state``, and that step's length."""
+    last = jnp.maximum(opt_state.step_counter - 1, 0)
+    return {"damping": schedules["damping"](last), "momentum": schedules["momentum"](last),
+            "update_norm": optax.global_norm(opt_state.velocities)}
+
+  return base.Optimizer(init=init, step=step, name="kfac", metrics=metrics)
