@@ -1,5 +1,8 @@
 """``python -m paper_figures --runs DIR [--out DIR]``: every table and figure in one command.
 
+Products: Table I, Figures 2 and 3, the Theorem 1 figure, and MBAG's numerical health over
+training (``health``: the ``opt/root_error`` and ``opt/min_denominator`` its runs log).
+
 Exit status: 0 when every input was read; 1 when an input was malformed (the
 other figures are still written, the bad run is skipped and named with its file
 and line) or nothing at all could be produced; 2 for bad arguments. With
@@ -18,6 +21,7 @@ from typing import Any, Callable, Sequence
 from paper_figures import autoencoder
 from paper_figures import bound
 from paper_figures import classification
+from paper_figures import health
 from paper_figures import report
 from paper_figures import runs as runs_lib
 from paper_figures import style
@@ -50,6 +54,7 @@ BUILDERS: dict[str, Builder] = {
     "figure3": lambda inputs, out: autoencoder.build_figure3(inputs.runs, out),
     "theory": lambda inputs, out: bound.build_theory_figure(
         inputs.verify_records, inputs.verify_files, out),
+    "health": lambda inputs, out: health.build_health_figure(inputs.runs, out),
 }
 
 
