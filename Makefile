@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test docs-commands bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
+
+# Every command of README.md and docs/*.md at its smoke size (CI runs it after the tests).
+docs-commands: $(STAMP)
+	$(PY) -m tests.docs_commands
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.update_speed
