@@ -7,7 +7,7 @@ Each run goes to ``<workdir>/<optimizer>/lr_<lr>`` (an existing finished run is
 reused). The score is the final ``test_loss`` (``--metric`` to change it; lower
 is better); a run whose loss stopped being finite scores infinity (``null`` in the JSON). Prints a
 table and writes ``<workdir>/sweep.json``. This is how the learning rates in
-``experiments/configs`` were chosen (see the README).
+``experiments/configs`` were chosen (see docs/experiments.md, "Learning rates").
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def update_tracker(ts: TrackerState, opt_state, grads, *, full_grad=None, loss=N
 
   Returns:
     ``(ts, scalars)``; scalars (all ``[]`` arrays) are named ``bound/...`` for the theorem's terms
-    and ``ns/...`` for the Newton-Schulz conditions of the current H (see README "Known issues").
+    and ``ns/...`` for the Newton-Schulz conditions of the current H (see docs/numerics.md, "Known issues").
   """
   state = mbag.find_mbag_state(opt_state)
   stats, roots, masks = state.stats, state.roots, ts.masks
