@@ -366,6 +366,23 @@ def _check_finite(pending, step: int, config, schedule, steps_per_epoch: int, ck
       f"were not updated.")
 
 
+def _write_run_config(path: pathlib.Path, config, data: Data, num_params: int,
+                      bound: bound_tracking.TrackBound | None) -> None:
+  """``config.json``: the resolved config, the hardware, the data; with track_bound, whether
+  Theorem 1 covers the run (``theorem_1``, also said in the log)."""
+  _write_json(path, {
+      **config.to_dict(), "hardware": describe_hardware(), "num_params": num_params,
+      "steps_per_epoch": data.steps_per_epoch, "dataset_source": data.dataset.source,
+      "num_train": len(data.dataset.x_train), "num_test": len(data.dataset.x_test),
+      "jax_version": jax.__version__, "command": " ".join(sys.argv),
+      **({"theorem_1": bound.setting} if bound else {})})
+  if bound and bound.setting["covered"]:
+    logging.info("track_bound: the run is in Theorem 1's setting")
+  elif bound:
+    logging.warning("track_bound: Theorem 1 does not cover this run (its terms are logged, but the "
+                    "run is no check of the theorem): %s", "; ".join(bound.setting["differences"]))
+
+
 def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
         data_dir: os.PathLike | str | None = None) -> RunResult:
   """Trains ``config`` in ``workdir`` (resuming from its newest checkpoint); see the module docstring.
@@ -431,17 +448,7 @@ def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh) -> RunResu
     if primary:
       logging.info("Resuming %s from the checkpoint at step %d", workdir, step)
   if primary:
-    _write_json(config_path, {
-        **config.to_dict(), "hardware": describe_hardware(), "num_params": num_params,
-        "steps_per_epoch": steps_per_epoch, "dataset_source": data.dataset.source,
-        "num_train": len(data.dataset.x_train), "num_test": len(data.dataset.x_test),
-        "jax_version": jax.__version__, "command": " ".join(sys.argv),
-        **({"theorem_1": bound.setting} if bound else {})})
-    if bound:
-      logging.log(logging.INFO if bound.setting["covered"] else logging.WARNING,
-                  "track_bound: %s", "the run is in Theorem 1's setting" if bound.setting["covered"]
-                  else "Theorem 1 does not cover this run (its terms are logged, but the run is no "
-                       "check of the theorem): " + "; ".join(bound.setting["differences"]))
+    _write_run_config(config_path, config, data, num_params, bound)
   writer = metrics_lib.MetricWriter(workdir, resume_step=None if resume_step is None else step,
                                     enabled=primary)
   summary = {k: v for r in metrics_lib.read_records(writer.path) for k, v in r.items()}
