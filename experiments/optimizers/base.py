@@ -62,6 +62,25 @@ def check_aux(aux: Mapping[str, Any]) -> None:
                      f"{RESERVED_STATS}; rename them")
 
 
+def gradient_stats(grads: Params, params: Params, weight_decay: float) -> dict[str, jax.Array]:
+  """The stats every step reports about its gradient (the one place to add another).
+
+  Args:
+    grads: the gradient of the loss (without weight decay).
+    params: the parameters it was taken at.
+    weight_decay: the run's weight decay.
+
+  Returns:
+    ``grad_norm`` (of ``grads``) and, with weight decay, ``objective_grad_norm`` (of
+    ``grads + weight_decay * params``, the gradient the preconditioner receives).
+  """
+  stats = {"grad_norm": optax.global_norm(grads)}
+  if weight_decay:
+    stats["objective_grad_norm"] = optax.global_norm(
+        jax.tree.map(lambda g, p: g + weight_decay * p, grads, params))
+  return stats
+
+
 def with_weight_decay(tx: optax.GradientTransformation,
                       weight_decay: float) -> optax.GradientTransformation:
   """``tx`` after ``optax.add_decayed_weights(weight_decay)`` (``tx`` itself when it is 0)."""
@@ -94,10 +113,7 @@ def optax_optimizer(tx: optax.GradientTransformation, loss_fn: LossFn, name: str
     (loss, (model_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, model_state, rng, batch)
     check_aux(aux)
-    stats = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
-    if weight_decay:
-      stats["objective_grad_norm"] = optax.global_norm(
-          jax.tree.map(lambda g, p: g + weight_decay * p, grads, params))
+    stats = {"loss": loss, **gradient_stats(grads, params, weight_decay), **aux}
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, model_state, opt_state, stats

@@ -15,8 +15,7 @@ from experiments.optimizers import _checks
 from experiments.optimizers import base
 
 _DATA_LOSS = "__data_loss"
-_DATA_GRAD_NORM = "__data_grad_norm"
-_OBJECTIVE_GRAD_NORM = "__objective_grad_norm"
+_GRADIENT_STATS = "__gradient_stats"
 # The kfac-jax releases this module (its patch below, the internals it reads) was checked
 # against: [first, end). pyproject.toml pins the same range.
 KFAC_JAX_CHECKED = ((0, 0, 8), (0, 0, 9))
@@ -151,9 +150,7 @@ def kfac(
     (loss, (model_state, aux)), grads = grad_objective(params, model_state, rng, batch)
     data_grads = grads if not decay else jax.tree_util.tree_map(
         lambda g, p: g - decay * p, grads, params)
-    aux = dict(aux, **{_DATA_GRAD_NORM: optax.global_norm(data_grads)})
-    if decay:
-      aux[_OBJECTIVE_GRAD_NORM] = optax.global_norm(grads)
+    aux = dict(aux, **{_GRADIENT_STATS: base.gradient_stats(data_grads, params, decay)})
     return (loss, (model_state, aux)), grads
 
   def value_for_estimator(params, model_state, rng, batch):
@@ -200,10 +197,8 @@ def kfac(
         params, opt_state, rng, batch=batch, func_state=model_state, global_step_int=step_int)
     known["counter"], known["value"] = opt_state.step_counter, step_int + 1
     aux = dict(kstats["aux"])
-    stats = {"loss": aux.pop(_DATA_LOSS), "grad_norm": aux.pop(_DATA_GRAD_NORM)}
-    if decay:
-      stats["objective_grad_norm"] = aux.pop(_OBJECTIVE_GRAD_NORM)
-    return params, model_state, opt_state, {**stats, **aux}
+    stats = {"loss": aux.pop(_DATA_LOSS), **aux.pop(_GRADIENT_STATS), **aux}
+    return params, model_state, opt_state, stats
 
   def metrics(opt_state):
     """Damping and momentum of the step that made ``opt_state``, and that step's length."""
