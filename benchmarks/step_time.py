@@ -35,6 +35,7 @@ from experiments import models
 from experiments import optimizers as optimizers_lib
 from experiments import tasks
 from experiments import train
+from experiments import xla_flags
 from experiments.configs import autoencoder as autoencoder_configs
 from experiments.configs import cifar as cifar_configs
 
@@ -147,4 +148,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  xla_flags.set_entry_point_flags()
   main()

@@ -139,6 +139,15 @@ def main(argv: Sequence[str], config_file: str) -> int:
   return run_from_flags(flag_values)
 
 
+def absl_run(config_file: str) -> None:
+  """The ``__main__`` of an entry point: XLA flags first, then the flags and the run (``app.run``)."""
+  from absl import app  # pylint: disable=import-outside-toplevel
+  from experiments import xla_flags  # pylint: disable=import-outside-toplevel
+  xla_flags.set_entry_point_flags()
+  define_flags(config_file)
+  app.run(absl_main)
+
+
 def absl_main(argv: Sequence[str]) -> int:
   """``app.run`` target after :func:`define_flags` on the global flags."""
   from absl import app  # pylint: disable=import-outside-toplevel
