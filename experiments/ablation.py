@@ -49,6 +49,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string("data_dir", None, "Where to look for data sets first.", **kw)
   flags.DEFINE_list("only", None,
                     "Entries to run (default: all), e.g. adam,mbag,mbag/momentum=0.0", **kw)
+  flags.DEFINE_bool("spot_check", True, "Variants try their base's rate and one step either "
+                    "side (false: the base's rate only, on the validation split).", **kw)
   flags.DEFINE_integer("epochs", None, "Override every run's num_epochs (tests, trials).",
                        **kw)
   flags.DEFINE_bool("estimate", False, "Print runs and predicted wall time; train nothing.",
@@ -117,8 +119,13 @@ class Runner:
 
 
 def run_benchmark(runner: Runner, root: pathlib.Path, benchmark: study.Benchmark, *, seeds: int,
-                  window_size: int, only: Sequence[str] | None, epochs: int | None) -> dict:
-  """The three stages of one benchmark; returns its part of the summary."""
+                  window_size: int, only: Sequence[str] | None, epochs: int | None,
+                  spot_check: bool = True) -> dict:
+  """The three stages of one benchmark; returns its part of the summary.
+
+  ``spot_check=False`` skips stage 2: every variant runs at its base's chosen rate (a cut of
+  the protocol, recorded in the summary).
+  """
   config = study.load_config(benchmark.config)
   entries = [e for e in study.entries(config) if not only or e.name in only]
   names = {e.name for e in entries}
@@ -156,7 +163,8 @@ def run_benchmark(runner: Runner, root: pathlib.Path, benchmark: study.Benchmark
                     "chosen_lr": study.best_lr(s), "stage": "tune"}
   # Stage 2: variants at their base's rate and one step either side.
   spot = [(e, lr) for e in entries if e.base is not None and tuning[e.base]["chosen_lr"]
-          for lr in study.neighbours(tuning[e.base]["chosen_lr"])]
+          for lr in (study.neighbours(tuning[e.base]["chosen_lr"]) if spot_check
+                     else [tuning[e.base]["chosen_lr"]])]
   results = runner.run([job("tune", e, lr, 0, True) for e, lr in spot], f"{benchmark.name} spot")
   spot_scores: dict[str, dict[float, float]] = {}
   for (entry, lr), result in zip(spot, results):
@@ -164,7 +172,8 @@ def run_benchmark(runner: Runner, root: pathlib.Path, benchmark: study.Benchmark
   for name, s in spot_scores.items():
     tuning[name] = {"scores": {study.lr_key(lr): (v if math.isfinite(v) else None)
                                for lr, v in sorted(s.items())},
-                    "chosen_lr": study.best_lr(s), "stage": "spot check"}
+                    "chosen_lr": study.best_lr(s),
+                    "stage": "spot check" if spot_check else "base rate"}
   # Stage 3: every entry at its rate, seeds on the test split.
   chosen = [e for e in entries if tuning.get(e.name, {}).get("chosen_lr")]
   final_jobs = [(e, s) for e in chosen for s in range(seeds)]
@@ -241,7 +250,8 @@ def main(argv: Sequence[str]) -> int:
       print(f"no {timings_path}: run with --measure first", file=sys.stderr)
       return 1
     timings = json.loads(timings_path.read_text())["seconds_per_run"]
-    counts = {b.name: study.plan_counts(study.load_config(b.config), f.window, f.seeds)
+    counts = {b.name: study.plan_counts(study.load_config(b.config), f.window, f.seeds,
+                                        f.spot_check)
               for b in benchmarks}
     seconds = study.estimate_seconds(counts, timings, f.workers)
     for b, c in counts.items():
@@ -262,7 +272,7 @@ def main(argv: Sequence[str]) -> int:
     for benchmark in benchmarks:
       parts[benchmark.name] = run_benchmark(runner, root, benchmark, seeds=f.seeds,
                                             window_size=f.window, only=f.only,
-                                            epochs=f.epochs)
+                                            epochs=f.epochs, spot_check=f.spot_check)
       study.write_summary(root / study.SUMMARY_FILE, parts, protocol(), command, hardware())
   finally:
     runner.close()
@@ -274,7 +284,7 @@ def protocol() -> dict:
   f = flags.FLAGS
   return {"lr_grid": list(study.LR_GRID), "window": f.window, "seeds": f.seeds,
           "max_extensions": study.MAX_EXTENSIONS, "epochs_override": f.epochs,
-          "only": f.only, "description": study.__doc__.split("\n\n", 1)[1].strip()}
+          "only": f.only, "spot_check": f.spot_check, "description": study.__doc__.split("\n\n", 1)[1].strip()}
 
 
 if __name__ == "__main__":
