@@ -94,6 +94,13 @@ def run_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> int:
   from experiments import train  # pylint: disable=import-outside-toplevel
 
   try:
+    flag_values.config.to_dict()
+  except Exception as e:  # pylint: disable=broad-except
+    # ml_collections loads the config file lazily: a missing or broken one surfaces here.
+    print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()),
+          file=sys.stderr)
+    return 2
+  try:
     distributed = distributed_args(flag_values)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
