@@ -387,3 +387,11 @@ def test_a_truncated_gzip_mnist_file_exits_1_naming_it(tmp_path, monkeypatch, ca
                       f"--workdir={tmp_path / 'run'}", f"--data_dir={tmp_path / 'data'}"], capsys,
                      main=autoencoder_main.main)
   assert status == 1 and f"{gz}: not a complete gzip file" in err
+
+
+def test_paper_figures_out_on_a_file_exits_2(tmp_path, capsys):
+  import paper_figures.cli as pf_cli
+  (tmp_path / "runs").mkdir()
+  (tmp_path / "out").write_text("")
+  assert pf_cli.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+  assert f"--out {tmp_path / 'out'}: {tmp_path / 'out'} is a file" in capsys.readouterr().err
