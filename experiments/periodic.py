@@ -11,7 +11,8 @@ when it is due (:meth:`due`) and does one thing:
   ``log_every_steps`` and at the end of each epoch: training stats averaged since the last
   record, learning rate, timing, the optimizer's own scalars (``opt/...``) and what other
   actions add (test metrics, Theorem 1's terms);
-- :class:`Checkpoint`: every ``checkpoint_every_steps``, at the end and when stopped;
+- :class:`Checkpoint`: every ``checkpoint_every_steps``, at the end and when stopped (the
+  metric files flushed first);
 - :class:`StopOnSignal`: records SIGINT / SIGTERM; with several processes they agree on it
   at the log interval (one collective per record, none per step).
 """
@@ -153,10 +154,16 @@ def _number(value) -> int | float:
 
 
 class Checkpoint:
-  """Saves the state every ``every_steps``, at the last step, and when asked (a stop signal)."""
+  """Saves the state every ``every_steps``, at the last step, and when asked (a stop signal).
 
-  def __init__(self, checkpointer, *, every_steps: int, total_steps: int):
+  The metric writer is flushed first (``metrics.jsonl`` and TensorBoard on disk up to the
+  checkpoint's step): a checkpoint is only saved when every record before it was written,
+  and a writer error leaves the previous checkpoint as the last one.
+  """
+
+  def __init__(self, checkpointer, writer, *, every_steps: int, total_steps: int):
     self._checkpointer = checkpointer
+    self._writer = writer
     self._every_steps = every_steps
     self._total_steps = total_steps
 
@@ -164,6 +171,7 @@ class Checkpoint:
     return step % self._every_steps == 0 or step == self._total_steps
 
   def __call__(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
+    self._writer.flush()
     self._checkpointer.save(step, state, dict(meta))
 
 

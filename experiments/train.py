@@ -40,8 +40,10 @@ interval (no collective per step beyond the training step's own).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
 import os
 import pathlib
 import signal
@@ -59,24 +61,25 @@ import tqdm
 
 from experiments import bound_tracking
 from experiments import checkpoints
+from experiments import errors
 from experiments import metrics as metrics_lib
 from experiments import parallel
 from experiments import periodic
+from experiments import resume
+from experiments import rundir
 from experiments import tasks as tasks_lib
 
 CONFIG_FILE = "config.json"
-# Config fields a resumed run may change (they do not change the optimisation path).
-RESUMABLE_CHANGES = ("num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-                     "eval_every_epochs", "eval_batch_size", "num_seeds")
+RESUMABLE_CHANGES = resume.RESUMABLE_CHANGES
 _POSITIVE_INTS = ("batch_size", "eval_batch_size", "num_epochs", "eval_every_epochs",
                   "log_every_steps", "checkpoint_every_steps", "keep_checkpoints")
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(errors.RunError):
   """The loss or the gradient norm of a training step is NaN or infinite."""
 
 
-class Interrupted(RuntimeError):
+class Interrupted(errors.RunError):
   """SIGINT or SIGTERM arrived; a checkpoint of the last finished step was saved.
 
   Attributes:
@@ -138,18 +141,26 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     value = config[field]
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       raise ValueError(f"config.{field} must be an integer >= 0, got {value!r}")
+  from experiments import optimizers  # pylint: disable=import-outside-toplevel
+  if config.optimizer not in optimizers.OPTIMIZERS:
+    raise errors.ConfigError(f"config.optimizer={config.optimizer!r} is not a known optimizer; "
+                             f"known: {', '.join(sorted(optimizers.OPTIMIZERS))}")
   if config.learning_rate is None:
     if config.optimizer not in config.learning_rates:
       raise ValueError(f"config.learning_rates has no entry for optimizer {config.optimizer!r}; "
                        f"set --config.learning_rate")
     config.learning_rate = float(config.learning_rates[config.optimizer])
-  if not isinstance(config.learning_rate, (int, float)) or not config.learning_rate > 0:
-    raise ValueError(f"config.learning_rate must be a number > 0, got {config.learning_rate!r}")
+  if (not isinstance(config.learning_rate, (int, float)) or not config.learning_rate > 0
+      or not math.isfinite(config.learning_rate)):
+    raise ValueError(f"config.learning_rate must be a finite number > 0, got "
+                     f"{config.learning_rate!r}")
   decay = tuple(config.lr_decay_epochs)
   if any(not isinstance(e, int) or e < 1 for e in decay) or list(decay) != sorted(decay):
     raise ValueError(f"config.lr_decay_epochs must be increasing integers >= 1, got {decay!r}")
-  if not isinstance(config.lr_decay_factor, (int, float)) or not config.lr_decay_factor > 0:
-    raise ValueError(f"config.lr_decay_factor must be a number > 0, got {config.lr_decay_factor!r}")
+  if (not isinstance(config.lr_decay_factor, (int, float)) or not config.lr_decay_factor > 0
+      or not math.isfinite(config.lr_decay_factor)):
+    raise ValueError(f"config.lr_decay_factor must be a finite number > 0, got "
+                     f"{config.lr_decay_factor!r}")
   if not isinstance(config.track_bound, bool):
     raise ValueError(f"config.track_bound must be true or false, got {config.track_bound!r}")
   parallel.check_config(config)
@@ -176,18 +187,6 @@ def describe_hardware() -> str:
   if jax.process_count() > 1:
     text += f", {jax.process_count()} processes"
   return text + ")"
-
-
-def _check_resumable(path: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-  old = json.loads(path.read_text(encoding="utf-8"))
-  old.setdefault("data_parallel", False)  # runs written before the field existed
-  new = json.loads(config.to_json())
-  changed = sorted(k for k in set(new) | set(k for k in old if k in new)
-                   if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
-  if changed:
-    details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-    raise ValueError(f"{path}: the run in this directory has a different config ({details}). "
-                     f"Resume it with the same config, or use a new --workdir.")
 
 
 def _write_json(path: pathlib.Path, obj: Any) -> None:
@@ -249,8 +248,19 @@ def load_data(config, data_dir, task: tasks_lib.Task, mesh) -> Data:
     ValueError: the data set does not fit the task, or has fewer examples than one batch.
   """
   from experiments import data as data_lib  # pylint: disable=import-outside-toplevel
-  dataset = _subset(data_lib.load_dataset(config.dataset, None if data_dir is None else str(data_dir)),
-                    config)
+  from experiments.data import common as data_common  # pylint: disable=import-outside-toplevel
+  if config.dataset.removesuffix(data_lib.VALIDATION_SUFFIX) not in data_lib.DATASETS:
+    data_lib.load_dataset(config.dataset, None)  # raises the ValueError naming the known ones
+  if data_dir is not None and not pathlib.Path(data_dir).is_dir():
+    raise errors.ConfigError(f"--data_dir={data_dir}: no such directory")
+  try:
+    dataset = data_lib.load_dataset(config.dataset, None if data_dir is None else str(data_dir))
+  except (data_common.DatasetNotFoundError, data_common.ChecksumError):
+    raise
+  except (ValueError, OSError, EOFError) as e:
+    # A file that does not read as its format says (truncated, corrupted): a data error.
+    raise errors.DataError(f"data set {config.dataset!r}: {errors.short(e, 400)}") from None
+  dataset = _subset(dataset, config)
   task.check_dataset(dataset)
   n_train = len(dataset.x_train)
   steps_per_epoch = n_train // config.batch_size
@@ -389,29 +399,52 @@ def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
 
   Args:
     config: a config from ``experiments/configs`` (fields in ``configs/common.py``).
-    workdir: the run directory (created); it receives ``config.json``,
-      ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/``.
+    workdir: the run directory (created, and locked while the run lives:
+      ``experiments.rundir``); it receives ``config.json``, ``metrics.jsonl``,
+      ``tensorboard/`` and ``checkpoints/``.
     data_dir: where the data set is looked up first (then the environment
-      variable and the cache directory, see ``experiments.data``).
+      variable and the cache directory, see ``experiments.data``); must exist.
 
   Returns:
     A :class:`RunResult` with the final parameters and the latest metrics.
 
   Raises:
-    NonFiniteError: the loss or gradient norm stopped being finite.
-    Interrupted: SIGINT / SIGTERM (a checkpoint was saved first).
-    ValueError: an invalid config, or a workdir holding a run with another config.
+    ValueError (``errors.ConfigError`` among them): an invalid config, ``--workdir`` a file,
+      ``--data_dir`` missing, or a checkpoint trained with another config.
+    errors.RunError: the run cannot go on, with what to do: :class:`NonFiniteError`,
+      :class:`Interrupted` (SIGINT / SIGTERM, a checkpoint was saved first), ``rundir.Locked``
+      (another process on ``workdir``), ``errors.WriteError`` (a metrics, TensorBoard or
+      checkpoint write failed or hung; the last checkpoint is intact), ``errors.DataError``
+      (a damaged data file or ``metrics.jsonl``), no intact checkpoint.
     experiments.data.common.DatasetNotFoundError / ChecksumError: from the data loader.
   """
   config = resolve_config(config)
+  workdir = rundir.prepare(workdir)
   # config.data_parallel: the whole run under a data mesh (experiments/parallel.py).
   mesh = parallel.make_mesh(config)
-  with parallel.use_mesh(mesh):
-    return train_and_evaluate(config, pathlib.Path(workdir), data_dir, mesh)
+  # Several processes share the directory: process 0 holds its lock.
+  lock = rundir.RunLock(workdir) if parallel.is_primary() else contextlib.nullcontext()
+  with lock, parallel.use_mesh(mesh), periodic.StopOnSignal() as stop_signal:
+    return train_and_evaluate(config, workdir, data_dir, mesh, stop_signal)
 
 
-def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh) -> RunResult:
-  """:func:`run` with a resolved config, under ``mesh`` (None: one device)."""
+def _restore(ckpt: checkpoints.Checkpointer, state: TrainState, config, config_path, metrics_path):
+  """``(step, state, meta)`` of the newest intact checkpoint, checked against the config and
+  ``metrics.jsonl`` (``experiments.resume``); ``(None, state, {})`` when there is none."""
+  restored = ckpt.restore_newest(state)
+  if restored is None:
+    return None, state, {}
+  step, state, meta = restored
+  where = ckpt.directory / str(step)
+  resume.check_config(meta, config, where, config_path)
+  resume.check_metrics(meta, metrics_lib.read_records(metrics_path), int(meta["step"]),
+                       metrics_path, where)
+  return step, state, meta
+
+
+def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh,
+                       stop_signal: periodic.StopOnSignal) -> RunResult:
+  """:func:`run` with a resolved config, a locked ``workdir``, under ``mesh`` (None: one device)."""
   from experiments import optimizers  # pylint: disable=import-outside-toplevel
 
   task = tasks_lib.get_task(config.task)
@@ -420,12 +453,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh) -> RunResu
   steps_per_epoch = data.steps_per_epoch
   total_steps = config.num_epochs * steps_per_epoch
 
-  workdir.mkdir(parents=True, exist_ok=True)
   ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
-  resume_step = ckpt.latest_step()
   config_path = workdir / CONFIG_FILE
-  if resume_step is not None and config_path.exists():
-    _check_resumable(config_path, config)
 
   model = task.make_model(config, data.dataset)
   loss_fn = tasks_lib.make_loss_fn(task, model)
@@ -442,15 +471,18 @@ def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh) -> RunResu
   step, wall_offset = 0, 0.0
   # Several processes: process 0 alone writes the run's files and shows progress.
   primary = parallel.is_primary()
+  resume_step, state, meta = _restore(ckpt, state, config, config_path, workdir / metrics_lib.METRICS_FILE)
   if resume_step is not None:
-    state, meta = ckpt.restore(resume_step, state)
     step, wall_offset = int(meta["step"]), float(meta["wall_time"])
     if primary:
       logging.info("Resuming %s from the checkpoint at step %d", workdir, step)
   if primary:
-    _write_run_config(config_path, config, data, num_params, bound)
+    try:
+      _write_run_config(config_path, config, data, num_params, bound)
+    except OSError as e:
+      raise errors.WriteError(f"{config_path}: cannot write ({e.strerror or e})") from None
   writer = metrics_lib.MetricWriter(workdir, resume_step=None if resume_step is None else step,
-                                    enabled=primary)
+                                    enabled=primary, should_stop=lambda: stop_signal.signum)
   summary = {k: v for r in metrics_lib.read_records(writer.path) for k, v in r.items()}
 
   start = time.time()
@@ -460,64 +492,93 @@ def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh) -> RunResu
   evaluation = periodic.Evaluate(functools.partial(evaluate, tasks_lib.make_eval_fn(task, model)),
                                  data.test, steps_per_epoch=steps_per_epoch,
                                  every_epochs=config.eval_every_epochs, total_steps=total_steps)
-  checkpoint = periodic.Checkpoint(ckpt, every_steps=config.checkpoint_every_steps,
+  checkpoint = periodic.Checkpoint(ckpt, writer, every_steps=config.checkpoint_every_steps,
                                    total_steps=total_steps)
   check_finite = functools.partial(_check_finite, config=config, schedule=schedule,
                                    steps_per_epoch=steps_per_epoch, ckpt_dir=ckpt.directory)
   bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
                   disable=None if primary else True,
                   desc=f"{config.task}/{config.dataset}/{config.optimizer}")
-  pending = []
+  # The stats of the steps since the last record: a run stopped between records saved them
+  # in its checkpoint, so the resumed run's next record averages the same steps.
+  pending = list(meta.get(PENDING_KEY, []))
+  failed = True
   try:
-    with periodic.StopOnSignal() as stop_signal:
-      for epoch in range(step // steps_per_epoch, config.num_epochs):
-        for done, batch, rng in batches(epoch, step):
-          state, stats = train_step(optimizer, state, batch, rng)
-          step = done + 1
+    for epoch in range(step // steps_per_epoch, config.num_epochs):
+      for done, batch, rng in batches(epoch, step):
+        state, stats = train_step(optimizer, state, batch, rng)
+        step = done + 1
+        if bound:
+          state = bound(step, state, stats, batch, rng)
+        pending.append(stats)
+        timer.step_done(stats)
+        bar.update(1)
+
+        at_log = log.due(step)
+        if at_log:
+          host, pending = jax.device_get(pending), []
+          record = log.record(step, host, state.opt_state, timer.lap(config.batch_size))
+          evaluated = evaluation.due(step) and periodic.first_nonfinite(host, 0) is None
+          if evaluated:
+            record.update(evaluation(state.params, state.model_state))
           if bound:
-            state = bound(step, state, stats, batch, rng)
-          pending.append(stats)
-          timer.step_done(stats)
-          bar.update(1)
+            state, bound_scalars = bound.report(step, state)
+            record.update(bound_scalars)
+          summary.update(log.write(step, _epoch_of(step, steps_per_epoch),
+                                   wall_offset + time.time() - start, record))
+          check_finite(host, step)
+          bar.set_postfix(loss=f"{record['train_loss']:.4g}",
+                          **({"ex/s": f"{record['examples_per_sec']:.0f}"}
+                             if "examples_per_sec" in record else {}))
+          if evaluated and primary:
+            logging.info("epoch %d/%d step %d: %s", _epoch_of(step, steps_per_epoch),
+                         config.num_epochs, step,
+                         ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
+          timer.restart()
 
-          at_log = log.due(step)
-          if at_log:
-            host, pending = jax.device_get(pending), []
-            record = log.record(step, host, state.opt_state, timer.lap(config.batch_size))
-            evaluated = evaluation.due(step) and periodic.first_nonfinite(host, 0) is None
-            if evaluated:
-              record.update(evaluation(state.params, state.model_state))
-            if bound:
-              state, bound_scalars = bound.report(step, state)
-              record.update(bound_scalars)
-            summary.update(log.write(step, _epoch_of(step, steps_per_epoch),
-                                     wall_offset + time.time() - start, record))
-            check_finite(host, step)
-            bar.set_postfix(loss=f"{record['train_loss']:.4g}",
-                            **({"ex/s": f"{record['examples_per_sec']:.0f}"}
-                               if "examples_per_sec" in record else {}))
-            if evaluated and primary:
-              logging.info("epoch %d/%d step %d: %s", _epoch_of(step, steps_per_epoch),
-                           config.num_epochs, step,
-                           ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
-            timer.restart()
-
-          signum = stop_signal.agreed(at_log)
-          if checkpoint.due(step) or signum:
-            with timer.paused():
-              check_finite(jax.device_get(pending), step)
-              checkpoint(step, state, {"step": step, "wall_time": wall_offset + time.time() - start,
-                                       "epoch": _epoch_of(step, steps_per_epoch)})
-          if signum:
-            raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint "
-                              f"saved in {ckpt.directory}. Run the same command again to resume.",
-                              signum, step)
+        signum = stop_signal.agreed(at_log)
+        if checkpoint.due(step) or signum:
+          with timer.paused():
+            host_pending = jax.device_get(pending)
+            check_finite(host_pending, step)
+            checkpoint(step, state, {
+                "step": step, "wall_time": wall_offset + time.time() - start,
+                "epoch": _epoch_of(step, steps_per_epoch), **resume.checkpoint_meta(config),
+                resume.NUM_RECORDS_KEY: writer.num_records,
+                PENDING_KEY: [{k: float(v) for k, v in s.items()} for s in host_pending]})
+        if signum:
+          raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint "
+                            f"saved in {ckpt.directory}. Run the same command again to resume.",
+                            signum, step)
     if resume_step is not None and resume_step >= total_steps and primary:
       logging.info("%s already finished (step %d of %d)", workdir, resume_step, total_steps)
+    failed = False
+  except errors.WriteError as e:
+    last = ckpt.latest_step()
+    kept = (f"the last checkpoint, {ckpt.directory / str(last)}, is intact: fix the cause and run "
+            f"the same command again to resume" if last is not None else "no checkpoint was saved")
+    if stop_signal.signum:
+      raise Interrupted(f"stopped by {signal.Signals(stop_signal.signum).name} at step {step} "
+                        f"without a new checkpoint ({e}); {kept}.", stop_signal.signum,
+                        last or 0) from None
+    raise errors.WriteError(f"{e}. The run stopped; {kept}.") from None
   finally:
     bar.close()
-    writer.close()
+    _close(writer, quiet=failed)
     ckpt.close()
   summary.pop("wall_time", None)
   return RunResult(params=state.params, model_state=state.model_state, summary=summary,
                    workdir=workdir)
+
+
+PENDING_KEY = "pending_stats"
+
+
+def _close(writer: metrics_lib.MetricWriter, quiet: bool) -> None:
+  """Closes ``writer``; with another error on its way (``quiet``) a close error is only logged."""
+  try:
+    writer.close()
+  except errors.WriteError as e:
+    if not quiet:
+      raise
+    logging.warning("%s", e)

@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
       _log.error("--verify %s: no such file", path)
       return 2
   out_dir = args.out or args.runs / "paper_figures"
+  for path in (out_dir, *out_dir.parents):
+    if path.exists() and not path.is_dir():
+      _log.error("--out %s: %s is a file, not a directory", out_dir, path)
+      return 2
   try:
     loaded = runs_lib.load_runs(args.runs, strict=args.strict)
     verify_files = list(args.verify) if args.verify else runs_lib.find_verify_files(args.runs)

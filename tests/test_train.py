@@ -158,6 +158,10 @@ def test_resume_after_sigint_matches_an_uninterrupted_run(tmp_path, monkeypatch,
   for got, want in zip(records[:2], reference[:2]):  # before the interruption: identical
     assert {k: v for k, v in got.items() if k not in VOLATILE} == {
         k: v for k, v in want.items() if k not in VOLATILE}
+  # the record at step 12 averages steps 9..12 although the run stopped after step 11: the
+  # stats of steps 9..11 were saved in the checkpoint
+  assert {k: v for k, v in records[2].items() if k not in VOLATILE} == pytest.approx(
+      {k: v for k, v in reference[2].items() if k not in VOLATILE}, rel=1e-6)
   assert records[-1]["test_loss"] == pytest.approx(reference[-1]["test_loss"], rel=1e-6)
   for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(reference_params)):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
@@ -194,7 +198,7 @@ def test_finished_run_is_not_retrained_and_other_configs_are_refused(reference_r
   assert result.summary["test_loss"] == reference[-1]["test_loss"]
   for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(got, want)
-  with pytest.raises(ValueError, match=r"different config \(seed: 0 -> 1\)"):
+  with pytest.raises(ValueError, match=r"checkpoints/16 was trained with another config \(seed: 0 -> 1\)"):
     train.run(small_config("mbag", seed=1), workdir)
 
 
