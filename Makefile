@@ -12,7 +12,7 @@ FLOOR_STAMP := $(FLOOR_VENV)/.installed
 FLOOR_TESTS := tests/test_mbag_reference.py tests/test_grouping.py tests/test_optax_contract.py \
 	tests/test_validation.py tests/test_linalg.py tests/test_sharding.py
 
-.PHONY: demo test test-floor bench install clean
+.PHONY: demo test test-floor docs-commands bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: $(STAMP)
 
 test-floor: $(FLOOR_STAMP)
 	$(FLOOR_PY) -m pytest -n 2 $(FLOOR_TESTS)
+
+# Every command of README.md and docs/*.md at its smoke size (CI runs it after the tests).
+docs-commands: $(STAMP)
+	$(PY) -m tests.docs_commands
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.update_speed

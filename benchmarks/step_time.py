@@ -38,6 +38,7 @@ from experiments import models
 from experiments import optimizers as optimizers_lib
 from experiments import tasks
 from experiments import train
+from experiments import xla_flags
 from experiments.configs import autoencoder as autoencoder_configs
 from experiments.configs import cifar as cifar_configs
 
@@ -180,4 +181,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  xla_flags.set_entry_point_flags()
   main()

@@ -32,6 +32,7 @@ import time
 from absl import logging
 
 from experiments import train
+from experiments import xla_flags
 from experiments.configs import common
 from experiments.configs import digits
 
@@ -132,4 +133,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  xla_flags.set_entry_point_flags()
   sys.exit(main())

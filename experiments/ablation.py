@@ -33,18 +33,32 @@ from absl import app
 from absl import flags
 
 from experiments import study
+from experiments import xla_flags
 
-_WORKDIR = flags.DEFINE_string("workdir", "results/ablation", "Directory of the study.")
-_BENCHMARKS = flags.DEFINE_list("benchmarks", list(study.BENCHMARKS), "Benchmarks to run.")
-_WORKERS = flags.DEFINE_integer("workers", 1, "Runs at the same time (processes).", lower_bound=1)
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds of the final stage.", lower_bound=1)
-_WINDOW = flags.DEFINE_integer("window", 5, "Learning rates per base optimizer.", lower_bound=1)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to look for data sets first.")
-_ONLY = flags.DEFINE_list("only", None, "Entries to run (default: all), e.g. adam,mbag,mbag/momentum=0.0")
-_EPOCHS = flags.DEFINE_integer("epochs", None, "Override every run's num_epochs (tests, trials).")
-_ESTIMATE = flags.DEFINE_bool("estimate", False, "Print runs and predicted wall time; train nothing.")
-_MEASURE = flags.DEFINE_bool("measure", False, "Time one short run per benchmark and optimizer.")
-_MEASURE_EPOCHS = flags.DEFINE_integer("measure_epochs", 2, "Epochs of a --measure run.")
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines the command's flags (called by ``__main__``: importing the module defines none)."""
+  kw = {"flag_values": flag_values}
+  flags.DEFINE_string("workdir", "results/ablation", "Directory of the study.", **kw)
+  flags.DEFINE_list("benchmarks", list(study.BENCHMARKS), "Benchmarks to run.", **kw)
+  flags.DEFINE_integer("workers", 1, "Runs at the same time (processes).", lower_bound=1,
+                       **kw)
+  flags.DEFINE_integer("seeds", 3, "Seeds of the final stage.", lower_bound=1, **kw)
+  flags.DEFINE_integer("window", 5, "Learning rates per base optimizer.", lower_bound=1,
+                       **kw)
+  flags.DEFINE_string("data_dir", None, "Where to look for data sets first.", **kw)
+  flags.DEFINE_list("only", None,
+                    "Entries to run (default: all), e.g. adam,mbag,mbag/momentum=0.0", **kw)
+  flags.DEFINE_bool("spot_check", True, "Variants try their base's rate and one step either "
+                    "side (false: the base's rate only, on the validation split).", **kw)
+  flags.DEFINE_integer("epochs", None, "Override every run's num_epochs (tests, trials).",
+                       **kw)
+  flags.DEFINE_bool("estimate", False, "Print runs and predicted wall time; train nothing.",
+                    **kw)
+  flags.DEFINE_bool("measure", False, "Time one short run per benchmark and optimizer.", **kw)
+  flags.DEFINE_integer("measure_epochs", 2, "Epochs of a --measure run.", **kw)
+
+
 TIMINGS_FILE = "timings.json"
 
 
@@ -105,8 +119,13 @@ class Runner:
 
 
 def run_benchmark(runner: Runner, root: pathlib.Path, benchmark: study.Benchmark, *, seeds: int,
-                  window_size: int, only: Sequence[str] | None, epochs: int | None) -> dict:
-  """The three stages of one benchmark; returns its part of the summary."""
+                  window_size: int, only: Sequence[str] | None, epochs: int | None,
+                  spot_check: bool = True) -> dict:
+  """The three stages of one benchmark; returns its part of the summary.
+
+  ``spot_check=False`` skips stage 2: every variant runs at its base's chosen rate (a cut of
+  the protocol, recorded in the summary).
+  """
   config = study.load_config(benchmark.config)
   entries = [e for e in study.entries(config) if not only or e.name in only]
   names = {e.name for e in entries}
@@ -144,7 +163,8 @@ def run_benchmark(runner: Runner, root: pathlib.Path, benchmark: study.Benchmark
                     "chosen_lr": study.best_lr(s), "stage": "tune"}
   # Stage 2: variants at their base's rate and one step either side.
   spot = [(e, lr) for e in entries if e.base is not None and tuning[e.base]["chosen_lr"]
-          for lr in study.neighbours(tuning[e.base]["chosen_lr"])]
+          for lr in (study.neighbours(tuning[e.base]["chosen_lr"]) if spot_check
+                     else [tuning[e.base]["chosen_lr"]])]
   results = runner.run([job("tune", e, lr, 0, True) for e, lr in spot], f"{benchmark.name} spot")
   spot_scores: dict[str, dict[float, float]] = {}
   for (entry, lr), result in zip(spot, results):
@@ -152,7 +172,8 @@ def run_benchmark(runner: Runner, root: pathlib.Path, benchmark: study.Benchmark
   for name, s in spot_scores.items():
     tuning[name] = {"scores": {study.lr_key(lr): (v if math.isfinite(v) else None)
                                for lr, v in sorted(s.items())},
-                    "chosen_lr": study.best_lr(s), "stage": "spot check"}
+                    "chosen_lr": study.best_lr(s),
+                    "stage": "spot check" if spot_check else "base rate"}
   # Stage 3: every entry at its rate, seeds on the test split.
   chosen = [e for e in entries if tuning.get(e.name, {}).get("chosen_lr")]
   final_jobs = [(e, s) for e in chosen for s in range(seeds)]
@@ -213,43 +234,45 @@ def measure(runner: Runner, root: pathlib.Path, benchmarks: Sequence[study.Bench
 
 
 def main(argv: Sequence[str]) -> int:
+  f = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  root = pathlib.Path(_WORKDIR.value)
-  unknown = sorted(set(_BENCHMARKS.value) - set(study.BENCHMARKS))
+  root = pathlib.Path(f.workdir)
+  unknown = sorted(set(f.benchmarks) - set(study.BENCHMARKS))
   if unknown:
     raise app.UsageError(f"unknown benchmark(s) {unknown}; known: {sorted(study.BENCHMARKS)}")
-  benchmarks = [study.BENCHMARKS[b] for b in _BENCHMARKS.value]
+  benchmarks = [study.BENCHMARKS[b] for b in f.benchmarks]
   root.mkdir(parents=True, exist_ok=True)
   command = "python -m experiments.ablation " + " ".join(sys.argv[1:])
   timings_path = root / TIMINGS_FILE
-  if _ESTIMATE.value:
+  if f.estimate:
     if not timings_path.exists():
       print(f"no {timings_path}: run with --measure first", file=sys.stderr)
       return 1
     timings = json.loads(timings_path.read_text())["seconds_per_run"]
-    counts = {b.name: study.plan_counts(study.load_config(b.config), _WINDOW.value, _SEEDS.value)
+    counts = {b.name: study.plan_counts(study.load_config(b.config), f.window, f.seeds,
+                                        f.spot_check)
               for b in benchmarks}
-    seconds = study.estimate_seconds(counts, timings, _WORKERS.value)
+    seconds = study.estimate_seconds(counts, timings, f.workers)
     for b, c in counts.items():
       print(f"{b}: {sum(c.values())} runs " + ", ".join(f"{o} {n}" for o, n in sorted(c.items())))
-    print(f"estimated wall time with {_WORKERS.value} worker(s): {seconds / 3600:.2f} h "
+    print(f"estimated wall time with {f.workers} worker(s): {seconds / 3600:.2f} h "
           f"(without window extensions; seconds per run from {timings_path})")
     return 0
-  runner = Runner(_WORKERS.value, _DATA_DIR.value)
+  runner = Runner(f.workers, f.data_dir)
   try:
-    if _MEASURE.value:
-      timings = measure(runner, root, benchmarks, _MEASURE_EPOCHS.value)
+    if f.measure:
+      timings = measure(runner, root, benchmarks, f.measure_epochs)
       timings_path.write_text(json.dumps({"seconds_per_run": timings, "command": command,
                                           "hardware": hardware(),
-                                          "workers": _WORKERS.value}, indent=2) + "\n")
+                                          "workers": f.workers}, indent=2) + "\n")
       print(json.dumps(timings, indent=2))
       return 0
     parts = {}
     for benchmark in benchmarks:
-      parts[benchmark.name] = run_benchmark(runner, root, benchmark, seeds=_SEEDS.value,
-                                            window_size=_WINDOW.value, only=_ONLY.value,
-                                            epochs=_EPOCHS.value)
+      parts[benchmark.name] = run_benchmark(runner, root, benchmark, seeds=f.seeds,
+                                            window_size=f.window, only=f.only,
+                                            epochs=f.epochs, spot_check=f.spot_check)
       study.write_summary(root / study.SUMMARY_FILE, parts, protocol(), command, hardware())
   finally:
     runner.close()
@@ -258,10 +281,13 @@ def main(argv: Sequence[str]) -> int:
 
 
 def protocol() -> dict:
-  return {"lr_grid": list(study.LR_GRID), "window": _WINDOW.value, "seeds": _SEEDS.value,
-          "max_extensions": study.MAX_EXTENSIONS, "epochs_override": _EPOCHS.value,
-          "only": _ONLY.value, "description": study.__doc__.split("\n\n", 1)[1].strip()}
+  f = flags.FLAGS
+  return {"lr_grid": list(study.LR_GRID), "window": f.window, "seeds": f.seeds,
+          "max_extensions": study.MAX_EXTENSIONS, "epochs_override": f.epochs,
+          "only": f.only, "spot_check": f.spot_check, "description": study.__doc__.split("\n\n", 1)[1].strip()}
 
 
 if __name__ == "__main__":
+  xla_flags.set_entry_point_flags()
+  define_flags()
   app.run(main)

@@ -8,8 +8,6 @@ The data: Martens' ``newfaces_rot_single.mat``, ``digs3pts_1.mat``, MNIST's IDX 
 (see ``experiments.data``).
 """
 
-from absl import app
-
 from experiments import cli
 
 CONFIG_FILE = "autoencoder.py"
@@ -21,5 +19,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.define_flags(CONFIG_FILE)
-  app.run(cli.absl_main)
+  cli.absl_run(CONFIG_FILE)

@@ -3,19 +3,48 @@
 Checkpoints live in ``<workdir>/checkpoints/<step>/``; the newest ``keep`` are
 kept. Saving is synchronous: the training step donates its input buffers, so
 the arrays must be written before the next step reuses them.
+
+Each checkpoint's meta holds ``state_sha256``, a SHA-256 of the state's bytes, checked on
+restore (flipped bytes would otherwise load silently). :meth:`Checkpointer.restore_newest`
+tries the checkpoints newest first: one that cannot be restored (a truncated file, a
+missing manifest, ``state/`` or ``meta/`` removed, a wrong checksum) is reported in one line,
+moved to ``<workdir>/damaged_checkpoints/<step>``, and the next older one is tried.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging as std_logging
 import os
 import pathlib
+import shutil
+import time
 from typing import Any
 
 from absl import logging
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from experiments import errors
+
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged_checkpoints"
+CHECKSUM_KEY = "state_sha256"
+
+
+def state_checksum(state: Any) -> str | None:
+  """SHA-256 of the leaves' dtypes, shapes and bytes; None when some leaf lives on other
+  processes' devices (several processes: no process sees every byte)."""
+  leaves = jax.tree.leaves(state)
+  if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves):
+    return None
+  digest = hashlib.sha256()
+  for leaf in jax.device_get(leaves):
+    leaf = np.ascontiguousarray(leaf)
+    digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+    digest.update(leaf.view(np.uint8).reshape(-1) if leaf.size else b"")
+  return digest.hexdigest()
 
 
 class _QuietOrbax(std_logging.Filter):
@@ -55,18 +84,77 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    """Writes checkpoint ``step`` (no-op if it already exists)."""
+    """Writes checkpoint ``step`` with the state's checksum (no-op if it already exists).
+
+    Raises:
+      WriteError: the checkpoint could not be written (a full disk...); the partial
+        checkpoint is removed, the older ones are untouched.
+    """
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+    meta = {**meta, CHECKSUM_KEY: state_checksum(state)}
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      for partial in self.directory.glob(f"{step}*"):
+        shutil.rmtree(partial, ignore_errors=True)
+      raise errors.WriteError(f"cannot save checkpoint {self.directory / str(step)}: "
+                              f"{errors.short(e)}") from None
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
     """``(state, meta)`` of checkpoint ``step``; ``target`` gives the pytree structure and dtypes."""
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])
+
+  def _set_aside(self, step: int) -> pathlib.Path:
+    """Moves a damaged checkpoint out of the way (a later save of its step would be skipped)."""
+    target = self.directory.parent / DAMAGED_DIR / str(step)
+    if target.exists():
+      target = target.with_name(f"{step}.{int(time.time())}")
+    target.parent.mkdir(exist_ok=True)
+    os.replace(self.directory / str(step), target)
+    self._manager.reload()
+    return target
+
+  def restore_newest(self, target: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    """``(step, state, meta)`` of the newest checkpoint that restores intact, None if there is none.
+
+    A damaged one is reported in one line naming it and the next older one is tried; once an
+    intact one restores, the damaged newer ones are moved to ``damaged_checkpoints/`` (the
+    fallback is logged). When none restores, nothing is moved.
+
+    Raises:
+      RunError: there are checkpoints but none restores intact.
+    """
+    failed = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, target)
+        expected = meta.get(CHECKSUM_KEY)
+        if expected is not None and state_checksum(state) not in (None, expected):
+          raise errors.DataError("its state does not match the checksum saved with it "
+                                 "(flipped bytes)")
+      except Exception as e:  # pylint: disable=broad-except
+        logging.error("checkpoint %s cannot be restored (%s)", self.directory / str(step),
+                      errors.short(e, 200))
+        failed.append((step, errors.short(e, 120)))
+        continue
+      for bad, _ in failed:
+        logging.warning("moved the damaged checkpoint %s to %s", self.directory / str(bad),
+                        self._set_aside(bad))
+      if failed:
+        logging.warning("resuming from checkpoint %s, the newest intact one",
+                        self.directory / str(step))
+      return step, state, meta
+    if failed:
+      raise errors.RunError(
+          f"no checkpoint of {self.directory} can be restored: "
+          f"{'; '.join(f'{s} ({why})' for s, why in failed)}. To start the run over, move the "
+          f"run directory away (or use a new --workdir).")
+    return None
 
   def close(self) -> None:
     self._manager.close()

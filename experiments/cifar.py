@@ -7,8 +7,6 @@ Presets (``paper``, ``short``, ``smoke``) and fields: ``experiments/configs/cifa
 The data: ``cifar-10-python.tar.gz`` (see ``experiments.data``).
 """
 
-from absl import app
-
 from experiments import cli
 
 CONFIG_FILE = "cifar.py"
@@ -20,5 +18,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.define_flags(CONFIG_FILE)
-  app.run(cli.absl_main)
+  cli.absl_run(CONFIG_FILE)

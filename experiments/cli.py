@@ -1,9 +1,14 @@
 """What both entry points share: their flags, and running a config with clear errors and exit codes.
 
 Exit status: 0 done; 1 the run failed with a clear message (data missing or
-corrupted, loss not finite); 2 bad flags or config; 128 + signal number when
-stopped by SIGINT / SIGTERM (a checkpoint was saved: run the same command again
-to resume).
+corrupted, loss not finite, another process on ``--workdir``, a disk full or
+read-only, no intact checkpoint, ``metrics.jsonl`` shorter than the checkpoint);
+2 bad flags or config (an unknown ``--config.<field>``, a missing config file, a
+value out of range, ``--workdir`` a file, a missing ``--data_dir``, a resume with
+another config); 128 + signal number when stopped by SIGINT / SIGTERM (a
+checkpoint was saved unless a stuck writer prevented it, as the message says:
+run the same command again to resume). Every failure is one line on stderr;
+``--verbose`` adds the traceback.
 
 Several processes (data parallel over ``jax.distributed``, see ``experiments/parallel.py``):
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (all three, with
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import traceback
 from typing import Sequence
 
 from absl import flags
@@ -50,6 +56,8 @@ def define_flags(config_file: str, flag_values: flags.FlagValues = flags.FLAGS,
   flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0 .. "
                        "num_processes - 1 (0 writes the run's files).", lower_bound=0,
                        flag_values=flag_values)
+  flags.DEFINE_boolean("verbose", False, "Print the traceback of a failure under its one-line "
+                       "message.", flag_values=flag_values)
   flags.mark_flag_as_required("workdir", flag_values=flag_values)
 
 
@@ -84,8 +92,14 @@ def run_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> int:
   """Runs the parsed flags' config through ``experiments.train.run``; returns the exit status."""
   from experiments import parallel  # pylint: disable=import-outside-toplevel
   from experiments import train  # pylint: disable=import-outside-toplevel
-  from experiments.data import common as data_common  # pylint: disable=import-outside-toplevel
 
+  try:
+    flag_values.config.to_dict()
+  except Exception as e:  # pylint: disable=broad-except
+    # ml_collections loads the config file lazily: a missing or broken one surfaces here.
+    print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()),
+          file=sys.stderr)
+    return 2
   try:
     distributed = distributed_args(flag_values)
   except ValueError as e:
@@ -102,24 +116,62 @@ def run_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> int:
       return 1
   try:
     result = train.run(flag_values.config, flag_values.workdir, flag_values.data_dir)
-  except train.Interrupted as e:
-    logging.warning("%s", e)
-    print(f"interrupted: {e}", file=sys.stderr)
-    return 128 + e.signum
-  except (train.NonFiniteError, data_common.DatasetNotFoundError, data_common.ChecksumError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  except ValueError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  except Exception as e:  # pylint: disable=broad-except
+    return _report(e, flag_values.verbose)
   if not parallel.is_primary():
     return 0
   keys = ("step", "epoch", "train_loss", "test_loss", "test_accuracy")
   print(" ".join(f"{k}={result.summary[k]:.6g}" for k in keys if k in result.summary)
         + f"  ({result.workdir})")
   return 0
+
+
+def exit_status(error: BaseException) -> int:
+  """The exit status of a failure (see the module docstring)."""
+  from experiments import errors  # pylint: disable=import-outside-toplevel
+  from experiments import train  # pylint: disable=import-outside-toplevel
+  from experiments.data import common as data_common  # pylint: disable=import-outside-toplevel
+  if isinstance(error, train.Interrupted):
+    return 128 + error.signum
+  if isinstance(error, (errors.RunError, data_common.DatasetNotFoundError,
+                        data_common.ChecksumError, OSError)):
+    return 1
+  if isinstance(error, ValueError):
+    return 2
+  return 1
+
+
+def _report(error: BaseException, verbose: bool) -> int:
+  """Logs and prints ``error`` in one line (with its traceback when ``verbose``); its exit status."""
+  from experiments import errors  # pylint: disable=import-outside-toplevel
+  from experiments import train  # pylint: disable=import-outside-toplevel
+  status = exit_status(error)
+  known = isinstance(error, (errors.RunError, ValueError, OSError))
+  if isinstance(error, OSError) and not isinstance(error, errors.RunError) and error.filename:
+    message = f"{error.filename}: {error.strerror or error}"
+  else:
+    message = str(error) if known else f"unexpected {errors.short(error)}"
+  if not known and not verbose:
+    message += " (run with --verbose for the traceback)"
+  prefix = "interrupted" if isinstance(error, train.Interrupted) else "error"
+  (logging.warning if prefix == "interrupted" else logging.error)("%s", message)
+  if verbose:
+    traceback.print_exception(error, file=sys.stderr)
+  print(f"{prefix}: {message}", file=sys.stderr)
+  return status
+
+
+def _parse(flag_values: flags.FlagValues, argv: Sequence[str]) -> list[str] | int:
+  """The remaining arguments after parsing ``argv``, or exit status 2 after a one-line error."""
+  try:
+    return flag_values(list(argv))
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError,
+          SyntaxError, ImportError) as e:
+    # ml_collections raises AttributeError / KeyError for --config.<unknown field>, OSError /
+    # ImportError-like errors for a config file that is missing or does not load.
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    print(f"error: {type(e).__name__}: {text}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str], config_file: str) -> int:
@@ -130,18 +182,37 @@ def main(argv: Sequence[str], config_file: str) -> int:
   """
   flag_values = flags.FlagValues()
   define_flags(config_file, flag_values, argv)
-  try:
-    flag_values(list(argv))
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    # ml_collections raises AttributeError / KeyError for --config.<unknown field>.
-    print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+  parsed = _parse(flag_values, argv)
+  if isinstance(parsed, int):
+    return parsed
+  if len(parsed) > 1:
+    print(f"error: unexpected arguments {list(parsed[1:])}; fields go as --config.<field>=...",
+          file=sys.stderr)
     return 2
   return run_from_flags(flag_values)
 
 
+def absl_run(config_file: str) -> None:
+  """The ``__main__`` of an entry point: XLA flags first, then the flags and the run (``app.run``)."""
+  from absl import app  # pylint: disable=import-outside-toplevel
+  from experiments import xla_flags  # pylint: disable=import-outside-toplevel
+  xla_flags.set_entry_point_flags()
+  define_flags(config_file)
+  app.run(absl_main, flags_parser=_absl_parse)
+
+
+def _absl_parse(argv: Sequence[str]) -> list[str]:
+  """``app.run``'s flag parser: a bad flag or config file is one line and exit status 2."""
+  parsed = _parse(flags.FLAGS, argv)
+  if isinstance(parsed, int):
+    sys.exit(parsed)
+  return parsed
+
+
 def absl_main(argv: Sequence[str]) -> int:
   """``app.run`` target after :func:`define_flags` on the global flags."""
-  from absl import app  # pylint: disable=import-outside-toplevel
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {list(argv[1:])}; fields go as --config.<field>=...")
+    print(f"error: unexpected arguments {list(argv[1:])}; fields go as --config.<field>=...",
+          file=sys.stderr)
+    return 2
   return run_from_flags()

@@ -38,7 +38,9 @@ Every process loads the same data set and holds the same host data: :func:`put_r
 replicated results (losses, metrics, parameters) are read on every process from its own
 devices. On CPU the processes' collectives go through gloo (set by
 :func:`initialize_distributed`). SIGINT / SIGTERM: whichever process receives one, all processes
-agree at the next step (:func:`max_over_processes`), save the checkpoint together and stop.
+agree at the next record (every ``log_every_steps`` and at each epoch's end;
+:func:`max_over_processes`, the loop's only collective besides the training step's), save the
+checkpoint together and stop.
 """
 
 from __future__ import annotations

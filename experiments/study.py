@@ -235,7 +235,20 @@ def summarize(benchmark: Benchmark, tuning: Mapping[str, Mapping[str, Any]],
 
 def write_summary(path: pathlib.Path, benchmarks: Mapping[str, dict], protocol: dict,
                   command: str, hardware: str) -> dict:
-  report = {"protocol": protocol, "benchmarks": dict(benchmarks), "command": command,
+  """Writes the summary of ``benchmarks`` to ``path`` (atomically) and returns it.
+
+  Each benchmark's part records the ``protocol`` and ``command`` that made it; the parts of
+  benchmarks that an earlier command wrote to ``path`` and this one did not run are kept.
+  """
+  earlier = {}
+  if path.exists():
+    try:
+      earlier = json.loads(path.read_text()).get("benchmarks", {})
+    except (json.JSONDecodeError, AttributeError) as e:
+      raise ValueError(f"{path}: not a summary this command can extend ({e}); move it away") from e
+  parts = {**earlier, **{name: {**part, "protocol": protocol, "command": command}
+                         for name, part in benchmarks.items()}}
+  report = {"protocol": protocol, "benchmarks": parts, "command": command,
             "hardware": hardware}
   tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -267,11 +280,11 @@ def extrapolate_seconds(seconds: float, records: Sequence[Mapping[str, Any]], ep
   return fixed + steps_per_epoch * full_epochs * step_time
 
 
-def plan_counts(config, window_size: int, seeds: int) -> dict[str, int]:
+def plan_counts(config, window_size: int, seeds: int, spot_check: bool = True) -> dict[str, int]:
   """Runs per optimizer of one benchmark without window extensions: tune + spot checks + final."""
   counts: dict[str, int] = {}
   for entry in entries(config):
-    n = (window_size if entry.base is None else 3) + seeds
+    n = (window_size if entry.base is None else (3 if spot_check else 1)) + seeds
     counts[entry.optimizer] = counts.get(entry.optimizer, 0) + n
   return counts
 

@@ -7,7 +7,7 @@ Each run goes to ``<workdir>/<optimizer>/lr_<lr>`` (an existing finished run is
 reused). The score is the final ``test_loss`` (``--metric`` to change it; lower
 is better); a run whose loss stopped being finite scores infinity (``null`` in the JSON). Prints a
 table and writes ``<workdir>/sweep.json``. This is how the learning rates in
-``experiments/configs`` were chosen (see the README).
+``experiments/configs`` were chosen (see docs/experiments.md, "Learning rates").
 """
 
 from __future__ import annotations
@@ -26,16 +26,23 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import train
+from experiments import xla_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file and preset.",
-                                          lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep's runs.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to look for the data set first.")
-_OPTIMIZERS = flags.DEFINE_list("optimizers", None, "Optimizers (default: all in the config).")
-_LRS = flags.DEFINE_list("learning_rates", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1",
-                                            "3e-1", "1"], "Learning rates to try.")
-_METRIC = flags.DEFINE_string("metric", "test_loss", "Metric of the final record; lower is better.")
-
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines the command's flags (called by ``__main__``: importing the module defines none)."""
+  config_flags.DEFINE_config_file("config", None, "Config file and preset.", lock_config=False,
+                                  flag_values=flag_values)
+  flags.DEFINE_string("workdir", None, "Directory of the sweep's runs.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_string("data_dir", None, "Where to look for the data set first.",
+                      flag_values=flag_values)
+  flags.DEFINE_list("optimizers", None, "Optimizers (default: all in the config).",
+                    flag_values=flag_values)
+  flags.DEFINE_list("learning_rates", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1",
+                                       "3e-1", "1"], "Learning rates to try.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("metric", "test_loss", "Metric of the final record; lower is better.",
+                      flag_values=flag_values)
 
 def sweep(config, workdir: pathlib.Path, optimizers: Sequence[str], learning_rates: Sequence[float],
           metric: str, data_dir: str | None = None) -> dict[str, dict[str, float]]:
@@ -79,12 +86,13 @@ def write_report(path: pathlib.Path, metric: str, results: dict[str, dict[str, f
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  optimizers = _OPTIMIZERS.value or list(config.learning_rates.keys())
-  lrs = [float(v) for v in _LRS.value]
-  workdir = pathlib.Path(_WORKDIR.value)
-  results = sweep(config, workdir, optimizers, lrs, _METRIC.value, _DATA_DIR.value)
-  chosen = write_report(workdir / "sweep.json", _METRIC.value, results,
+  f = flags.FLAGS
+  config = f.config
+  optimizers = f.optimizers or list(config.learning_rates.keys())
+  lrs = [float(v) for v in f.learning_rates]
+  workdir = pathlib.Path(f.workdir)
+  results = sweep(config, workdir, optimizers, lrs, f.metric, f.data_dir)
+  chosen = write_report(workdir / "sweep.json", f.metric, results,
                         "python -m experiments.sweep " + " ".join(sys.argv[1:]))["best"]
   header = f"{'optimizer':>9} " + " ".join(f"{lr:>9g}" for lr in lrs) + "   best"
   print(header)
@@ -93,4 +101,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.set_entry_point_flags()
+  define_flags()
   app.run(main)

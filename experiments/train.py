@@ -1,29 +1,31 @@
 """The one training loop of every task and optimizer: ``run(config, workdir, data_dir)``.
 
-What a run does, in order:
+In the shape of flax's examples (``examples/imagenet/train.py``): top-level pieces that can be
+tested one by one, and a loop that calls them in order.
 
-1. resolves the config (the learning rate of the chosen optimizer, the model of
-   the data set), loads the data set (``experiments.data.load_dataset``) and puts
-   it on the device once;
-2. builds the model and loss of ``config.task`` (``experiments.tasks``) and the
-   jitted training step of ``config.optimizer`` (``experiments.optimizers``), with
-   a piecewise-constant learning rate (x ``lr_decay_factor`` at each of
-   ``lr_decay_epochs``);
-3. restores the newest checkpoint of ``workdir`` if there is one (the run then
-   continues where it stopped: same data order, same random numbers, curves
-   without a gap or a duplicated step);
-4. trains: each epoch a fresh permutation of the training set drawn on the
-   device (``jax.random`` from the seed and the epoch), batches gathered and
-   augmented on the device, one jitted step per batch; every
-   ``log_every_steps`` and at the end of each epoch a record goes to
-   ``metrics.jsonl`` and TensorBoard (training loss and metrics averaged over the
-   steps since the previous record, gradient norm, learning rate, step time,
-   examples per second; at the end of an epoch also the test loss and metrics,
-   evaluated in one jitted pass over padded batches);
-5. saves a checkpoint every ``checkpoint_every_steps``, at the end, and when it
-   receives SIGINT or SIGTERM (then raises :class:`Interrupted`);
-6. stops with :class:`NonFiniteError` when the loss or the gradient norm of a
-   step is not finite (checked at every record, naming the first bad step).
+- :func:`resolve_config`: the learning rate of the chosen optimizer, the model of the data set;
+- :func:`load_data`: the data set on the device once (training set replicated, test batches
+  padded and split over the devices under ``config.data_parallel``);
+- :func:`epoch_batches`: the batches of one epoch: a fresh permutation of the training set
+  drawn on the device (``jax.random`` from the seed and the epoch), each batch gathered and
+  augmented on the device, with its step's random key;
+- :func:`create_train_state`: parameters, model state (BatchNorm), optimizer state and, with
+  ``config.track_bound``, Theorem 1's tracker, in one :class:`TrainState`;
+- :func:`train_step`: the optimizer's jitted step (gradient included; the state is donated);
+- :func:`evaluate`: the test loss and metrics in one jitted pass over padded batches;
+- periodic actions (:mod:`experiments.periodic`, :mod:`experiments.bound_tracking`), due by
+  step count: a record every ``log_every_steps`` and at the end of each epoch (training stats
+  averaged since the last record, gradient norm, learning rate, step time, examples per second,
+  the optimizer's own scalars as ``opt/...``, the test metrics at the end of every
+  ``eval_every_epochs``-th epoch, Theorem 1's terms as ``bound/...``) to ``metrics.jsonl`` and
+  TensorBoard; a checkpoint every ``checkpoint_every_steps``, at the end and on SIGINT / SIGTERM
+  (then :class:`Interrupted`); :class:`NonFiniteError` when the loss or gradient norm of a step
+  is not finite (checked at every record and before every checkpoint, naming the first bad step).
+
+The newest checkpoint of ``workdir`` is restored first if there is one: the run continues
+where it stopped (same data order, same random numbers, curves without a gap or a duplicated
+step). The step time excludes the first step after (re)starting (it includes compilation:
+logged once as ``compile_time``), evaluation and checkpointing.
 
 With ``config.data_parallel`` the same loop runs under a data mesh over all devices
 (``experiments.parallel``): params, model state and data replicated, each training and test
@@ -31,25 +33,23 @@ batch split over the devices, gradients averaged by the jitted step (the loss is
 the global batch), MBAG's statistics sharded over the devices. With several JAX processes
 (``jax.distributed``, ``--num_processes`` of ``experiments/cli.py``) the mesh spans every
 process's devices; each process runs this loop on the same data, process 0 alone writes
-``config.json``, ``metrics.jsonl`` and TensorBoard events and shows progress, and all processes
-save and restore the checkpoints together (orbax).
-
-The step time excludes the first step after (re)starting (it includes
-compilation: logged once as ``compile_time``), evaluation and checkpointing.
+``config.json``, ``metrics.jsonl`` and TensorBoard events and shows progress, all processes
+save and restore the checkpoints together (orbax), and a stop signal is agreed at the log
+interval (no collective per step beyond the training step's own).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
 import pathlib
 import signal
 import sys
-import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 from absl import logging
 import jax
@@ -59,24 +59,27 @@ import numpy as np
 import optax
 import tqdm
 
+from experiments import bound_tracking
 from experiments import checkpoints
+from experiments import errors
 from experiments import metrics as metrics_lib
 from experiments import parallel
+from experiments import periodic
+from experiments import resume
+from experiments import rundir
 from experiments import tasks as tasks_lib
 
 CONFIG_FILE = "config.json"
-# Config fields a resumed run may change (they do not change the optimisation path).
-RESUMABLE_CHANGES = ("num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-                     "eval_every_epochs", "eval_batch_size", "num_seeds")
+RESUMABLE_CHANGES = resume.RESUMABLE_CHANGES
 _POSITIVE_INTS = ("batch_size", "eval_batch_size", "num_epochs", "eval_every_epochs",
                   "log_every_steps", "checkpoint_every_steps", "keep_checkpoints")
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(errors.RunError):
   """The loss or the gradient norm of a training step is NaN or infinite."""
 
 
-class Interrupted(RuntimeError):
+class Interrupted(errors.RunError):
   """SIGINT or SIGTERM arrived; a checkpoint of the last finished step was saved.
 
   Attributes:
@@ -138,18 +141,26 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     value = config[field]
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       raise ValueError(f"config.{field} must be an integer >= 0, got {value!r}")
+  from experiments import optimizers  # pylint: disable=import-outside-toplevel
+  if config.optimizer not in optimizers.OPTIMIZERS:
+    raise errors.ConfigError(f"config.optimizer={config.optimizer!r} is not a known optimizer; "
+                             f"known: {', '.join(sorted(optimizers.OPTIMIZERS))}")
   if config.learning_rate is None:
     if config.optimizer not in config.learning_rates:
       raise ValueError(f"config.learning_rates has no entry for optimizer {config.optimizer!r}; "
                        f"set --config.learning_rate")
     config.learning_rate = float(config.learning_rates[config.optimizer])
-  if not isinstance(config.learning_rate, (int, float)) or not config.learning_rate > 0:
-    raise ValueError(f"config.learning_rate must be a number > 0, got {config.learning_rate!r}")
+  if (not isinstance(config.learning_rate, (int, float)) or not config.learning_rate > 0
+      or not math.isfinite(config.learning_rate)):
+    raise ValueError(f"config.learning_rate must be a finite number > 0, got "
+                     f"{config.learning_rate!r}")
   decay = tuple(config.lr_decay_epochs)
   if any(not isinstance(e, int) or e < 1 for e in decay) or list(decay) != sorted(decay):
     raise ValueError(f"config.lr_decay_epochs must be increasing integers >= 1, got {decay!r}")
-  if not isinstance(config.lr_decay_factor, (int, float)) or not config.lr_decay_factor > 0:
-    raise ValueError(f"config.lr_decay_factor must be a number > 0, got {config.lr_decay_factor!r}")
+  if (not isinstance(config.lr_decay_factor, (int, float)) or not config.lr_decay_factor > 0
+      or not math.isfinite(config.lr_decay_factor)):
+    raise ValueError(f"config.lr_decay_factor must be a finite number > 0, got "
+                     f"{config.lr_decay_factor!r}")
   if not isinstance(config.track_bound, bool):
     raise ValueError(f"config.track_bound must be true or false, got {config.track_bound!r}")
   parallel.check_config(config)
@@ -178,18 +189,6 @@ def describe_hardware() -> str:
   return text + ")"
 
 
-def _check_resumable(path: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-  old = json.loads(path.read_text(encoding="utf-8"))
-  old.setdefault("data_parallel", False)  # runs written before the field existed
-  new = json.loads(config.to_json())
-  changed = sorted(k for k in set(new) | set(k for k in old if k in new)
-                   if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
-  if changed:
-    details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-    raise ValueError(f"{path}: the run in this directory has a different config ({details}). "
-                     f"Resume it with the same config, or use a new --workdir.")
-
-
 def _write_json(path: pathlib.Path, obj: Any) -> None:
   tmp = path.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -197,6 +196,24 @@ def _write_json(path: pathlib.Path, obj: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- data
+
+
+class Data(NamedTuple):
+  """The data set of a run, on the device.
+
+  Attributes:
+    dataset: the host data set (``experiments.data``), after ``train_subset`` / ``test_subset``.
+    x_train, y_train: the training set (replicated under a mesh).
+    test: ``(xs, ys, masks)``, ``[num_batches, batch, ...]``, the last batch zero-padded
+      (``masks`` 0 there), split along the batch axis under a mesh.
+    steps_per_epoch: ``len(x_train) // batch_size`` (the remainder is not used in an epoch).
+  """
+
+  dataset: Any
+  x_train: jax.Array
+  y_train: jax.Array
+  test: tuple[jax.Array, jax.Array, jax.Array]
+  steps_per_epoch: int
 
 
 def _subset(dataset, config):
@@ -224,97 +241,156 @@ def _eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int, multiple_of: in
   return shape(x), shape(y), mask.reshape(num_batches, batch_size)
 
 
-# ----------------------------------------------------------------------------- theory
+def load_data(config, data_dir, task: tasks_lib.Task, mesh) -> Data:
+  """Loads ``config.dataset`` (``experiments.data.load_dataset``) and puts it on the device.
 
-
-def _load_theory():
+  Raises:
+    ValueError: the data set does not fit the task, or has fewer examples than one batch.
+  """
+  from experiments import data as data_lib  # pylint: disable=import-outside-toplevel
+  from experiments.data import common as data_common  # pylint: disable=import-outside-toplevel
+  if config.dataset.removesuffix(data_lib.VALIDATION_SUFFIX) not in data_lib.DATASETS:
+    data_lib.load_dataset(config.dataset, None)  # raises the ValueError naming the known ones
+  if data_dir is not None and not pathlib.Path(data_dir).is_dir():
+    raise errors.ConfigError(f"--data_dir={data_dir}: no such directory")
   try:
-    import theory  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise RuntimeError(f"config.track_bound=True needs the theory package (theory/ at the root of "
-                       f"this repository), which could not be imported: {e}") from e
-  return theory
+    dataset = data_lib.load_dataset(config.dataset, None if data_dir is None else str(data_dir))
+  except (data_common.DatasetNotFoundError, data_common.ChecksumError):
+    raise
+  except (ValueError, OSError, EOFError) as e:
+    # A file that does not read as its format says (truncated, corrupted): a data error.
+    raise errors.DataError(f"data set {config.dataset!r}: {errors.short(e, 400)}") from None
+  dataset = _subset(dataset, config)
+  task.check_dataset(dataset)
+  n_train = len(dataset.x_train)
+  steps_per_epoch = n_train // config.batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(f"config.batch_size={config.batch_size} is larger than the {n_train} training "
+                     f"examples of {dataset.name!r}")
+  x_train, y_train = parallel.put_replicated((dataset.x_train, dataset.y_train), mesh)
+  test = _eval_batches(dataset.x_test, dataset.y_test, config.eval_batch_size,
+                       parallel.num_shards(mesh))
+  return Data(dataset, x_train, y_train, parallel.put_split(test, mesh, axis=1), steps_per_epoch)
 
 
-def _check_track_bound(config) -> None:
-  """Raises a clear error when ``config.track_bound`` cannot be honoured."""
-  if not config.track_bound:
-    return
-  if config.optimizer != "mbag":
-    raise ValueError(f"config.track_bound=True tracks Theorem 1, which is about Algorithm 1: "
-                     f"use --config.optimizer=mbag (got {config.optimizer!r})")
-  _load_theory()
+class Keys(NamedTuple):
+  """The run's random keys, split from ``config.seed``."""
+
+  init: jax.Array
+  shuffle: jax.Array
+  augment: jax.Array
+  step: jax.Array
 
 
-def _make_tracker(config, opt_state):
-  """``(tracker_state, update_fn)`` for Theorem 1's terms, or ``((), None)`` when not tracking.
+def make_keys(seed: int) -> Keys:
+  return Keys(*jax.random.split(jax.random.PRNGKey(seed), 4))
 
-  ``update_fn(tracker, opt_state, stats)`` runs after every step (the theorem's sums need
-  every step; it costs an ``eigvalsh`` of every block of H and of the roots).
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _permutation(key, num_examples: int, epoch):
+  return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+
+
+@functools.partial(jax.jit, static_argnames=("task", "batch_size", "mesh"))
+def _get_batch(x, y, perm, index, step, augment_key, step_key, *, task, batch_size, mesh):
+  idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
+  xb, yb = jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
+  inputs = task.train_inputs(jax.random.fold_in(augment_key, step), xb)
+  batch = parallel.split_batch({"inputs": inputs, "targets": task.targets(xb, yb)}, mesh)
+  return batch, jax.random.fold_in(step_key, step)
+
+
+def epoch_batches(data: Data, keys: Keys, epoch: int, start_step: int = 0, *,
+                  task: tasks_lib.Task, batch_size: int, mesh=None
+                  ) -> Iterator[tuple[int, Any, jax.Array]]:
+  """``(step, batch, rng)`` for the steps of ``epoch`` (0-based) from ``start_step`` on.
+
+  ``step`` counts the steps done before this batch; ``batch`` is ``{"inputs", "targets"}``
+  (augmented), ``rng`` the step's key. Every batch depends only on the seed and its step.
   """
-  if not config.track_bound:
-    return (), None
-  _check_track_bound(config)
-  theory = _load_theory()
-  lam = float(config.optimizer_config.mbag.initial_accumulator_value)
-  # params=None: the step returns the gradient's global norm, not the gradient, so the tracker
-  # keeps the theorem's sums and the norms but not the elliptical-potential sums.
-  tracker = theory.init_tracker(None, opt_state, eta=float(config.learning_rate), lam=lam)
-
-  def update(ts, opt_state, stats):
-    return theory.update_tracker(ts, opt_state, stats["grad_norm"], loss=stats["loss"])
-
-  return tracker, jax.jit(update)
+  spe = data.steps_per_epoch
+  perm = _permutation(keys.shuffle, len(data.dataset.x_train), epoch)
+  for step in range(max(start_step, epoch * spe), (epoch + 1) * spe):
+    batch, rng = _get_batch(data.x_train, data.y_train, perm, np.int32(step % spe),
+                            np.int32(step), keys.augment, keys.step, task=task,
+                            batch_size=batch_size, mesh=mesh)
+    yield step, batch, rng
 
 
-# ----------------------------------------------------------------------------- signals
+# ----------------------------------------------------------------------------- state and steps
 
 
-class _StopOnSignal(contextlib.AbstractContextManager):
-  """Records SIGINT / SIGTERM so the loop can checkpoint and stop between steps.
+def create_train_state(model, optimizer, init_key, batch, rng, mesh=None,
+                       bound: bound_tracking.TrackBound | None = None) -> TrainState:
+  """Initial parameters and model state for ``batch``'s inputs, the optimizer's state, the tracker."""
+  init = jax.jit(functools.partial(tasks_lib.init_model, model))
+  params, model_state = parallel.put_replicated(init(init_key, batch["inputs"]), mesh)
+  opt_state = optimizer.init(params, model_state, rng, batch)
+  return TrainState(params, model_state, opt_state, bound.init(opt_state) if bound else ())
 
-  A second SIGINT falls through to Python's default (KeyboardInterrupt at once).
-  Only installed in the main thread (signal handlers cannot be set elsewhere).
+
+def train_step(optimizer, state: TrainState, batch, rng) -> tuple[TrainState, dict[str, Any]]:
+  """One step of ``optimizer`` (its jitted program, gradient included): ``(state, stats)``.
+
+  The buffers of ``state`` are donated. ``stats``: ``loss``, ``grad_norm`` and the task's
+  metrics of the batch (see ``experiments.optimizers.Optimizer``).
   """
+  params, model_state, opt_state, stats = optimizer.step(
+      state.params, state.model_state, state.opt_state, rng, batch)
+  return state._replace(params=params, model_state=model_state, opt_state=opt_state), stats
 
-  SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-  def __init__(self):
-    self.signum = None
-    self._previous = {}
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signum = signum
-    if signum == signal.SIGINT:
-      signal.signal(signal.SIGINT, signal.default_int_handler)
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for s in self.SIGNALS:
-        self._previous[s] = signal.signal(s, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for s, handler in self._previous.items():
-      signal.signal(s, handler)
-    return False
+@functools.partial(jax.jit, static_argnums=(0,))
+def evaluate(eval_fn, params, model_state, xs, ys, masks) -> dict[str, jax.Array]:
+  """``{"test_<metric>": mean}`` over padded batches (``eval_fn`` of ``tasks.make_eval_fn``)."""
+  def body(totals, batch):
+    sums = eval_fn(params, model_state, *batch)
+    return jax.tree.map(jnp.add, totals, sums), None
+  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(eval_fn, params, model_state,
+                                                      xs[0], ys[0], masks[0]))
+  totals, _ = jax.lax.scan(body, zeros, (xs, ys, masks))
+  count = totals.pop("count")
+  return {f"test_{k}": v / count for k, v in totals.items()}
 
 
 # ----------------------------------------------------------------------------- loop
 
 
-def _host_means(pending: list[dict]) -> dict[str, float]:
-  keys = pending[0].keys()
-  return {k: float(np.mean([float(s[k]) for s in pending])) for k in keys}
+def _epoch_of(step: int, steps_per_epoch: int) -> int:
+  """The 1-based epoch that step ``step`` (1-based) belongs to."""
+  return -(-step // steps_per_epoch)
 
 
-def _first_nonfinite(pending: list[dict], first_step: int):
-  for i, s in enumerate(pending):
-    bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(s[k]))]
-    if bad:
-      return first_step + i, bad, s
-  return None
+def _check_finite(pending, step: int, config, schedule, steps_per_epoch: int, ckpt_dir) -> None:
+  """Raises :class:`NonFiniteError` for the first bad step of ``pending`` (steps up to ``step``)."""
+  bad = periodic.first_nonfinite(pending, step - len(pending) + 1)
+  if bad is None:
+    return
+  bad_step, names, values = bad
+  raise NonFiniteError(
+      f"training stopped: {' and '.join(names)} became non-finite at step {bad_step} "
+      f"(epoch {_epoch_of(bad_step, steps_per_epoch)}): loss={float(values['loss'])}, "
+      f"grad_norm={float(values['grad_norm'])}, learning rate {float(schedule(bad_step - 1)):g} "
+      f"(config.learning_rate={config.learning_rate:g}, optimizer {config.optimizer}). Lower the "
+      f"learning rate (--config.learning_rate) or check the data; the checkpoints in {ckpt_dir} "
+      f"were not updated.")
+
+
+def _write_run_config(path: pathlib.Path, config, data: Data, num_params: int,
+                      bound: bound_tracking.TrackBound | None) -> None:
+  """``config.json``: the resolved config, the hardware, the data; with track_bound, whether
+  Theorem 1 covers the run (``theorem_1``, also said in the log)."""
+  _write_json(path, {
+      **config.to_dict(), "hardware": describe_hardware(), "num_params": num_params,
+      "steps_per_epoch": data.steps_per_epoch, "dataset_source": data.dataset.source,
+      "num_train": len(data.dataset.x_train), "num_test": len(data.dataset.x_test),
+      "jax_version": jax.__version__, "command": " ".join(sys.argv),
+      **({"theorem_1": bound.setting} if bound else {})})
+  if bound and bound.setting["covered"]:
+    logging.info("track_bound: the run is in Theorem 1's setting")
+  elif bound:
+    logging.warning("track_bound: Theorem 1 does not cover this run (its terms are logged, but the "
+                    "run is no check of the theorem): %s", "; ".join(bound.setting["differences"]))
 
 
 def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
@@ -323,219 +399,186 @@ def run(config: ml_collections.ConfigDict, workdir: os.PathLike | str,
 
   Args:
     config: a config from ``experiments/configs`` (fields in ``configs/common.py``).
-    workdir: the run directory (created); it receives ``config.json``,
-      ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/``.
+    workdir: the run directory (created, and locked while the run lives:
+      ``experiments.rundir``); it receives ``config.json``, ``metrics.jsonl``,
+      ``tensorboard/`` and ``checkpoints/``.
     data_dir: where the data set is looked up first (then the environment
-      variable and the cache directory, see ``experiments.data``).
+      variable and the cache directory, see ``experiments.data``); must exist.
 
   Returns:
     A :class:`RunResult` with the final parameters and the latest metrics.
 
   Raises:
-    NonFiniteError: the loss or gradient norm stopped being finite.
-    Interrupted: SIGINT / SIGTERM (a checkpoint was saved first).
-    ValueError: an invalid config, or a workdir holding a run with another config.
+    ValueError (``errors.ConfigError`` among them): an invalid config, ``--workdir`` a file,
+      ``--data_dir`` missing, or a checkpoint trained with another config.
+    errors.RunError: the run cannot go on, with what to do: :class:`NonFiniteError`,
+      :class:`Interrupted` (SIGINT / SIGTERM, a checkpoint was saved first), ``rundir.Locked``
+      (another process on ``workdir``), ``errors.WriteError`` (a metrics, TensorBoard or
+      checkpoint write failed or hung; the last checkpoint is intact), ``errors.DataError``
+      (a damaged data file or ``metrics.jsonl``), no intact checkpoint.
     experiments.data.common.DatasetNotFoundError / ChecksumError: from the data loader.
   """
   config = resolve_config(config)
+  workdir = rundir.prepare(workdir)
   # config.data_parallel: the whole run under a data mesh (experiments/parallel.py).
   mesh = parallel.make_mesh(config)
-  with parallel.use_mesh(mesh):
-    return _run(config, workdir, data_dir, mesh)
+  # Several processes share the directory: process 0 holds its lock.
+  lock = rundir.RunLock(workdir) if parallel.is_primary() else contextlib.nullcontext()
+  with lock, parallel.use_mesh(mesh), periodic.StopOnSignal() as stop_signal:
+    return train_and_evaluate(config, workdir, data_dir, mesh, stop_signal)
 
 
-def _run(config, workdir, data_dir, mesh) -> RunResult:
-  """:func:`run` with a resolved config, under ``mesh`` (None: one device)."""
-  from experiments import data as data_lib  # pylint: disable=import-outside-toplevel
+def _restore(ckpt: checkpoints.Checkpointer, state: TrainState, config, config_path, metrics_path):
+  """``(step, state, meta)`` of the newest intact checkpoint, checked against the config and
+  ``metrics.jsonl`` (``experiments.resume``); ``(None, state, {})`` when there is none."""
+  restored = ckpt.restore_newest(state)
+  if restored is None:
+    return None, state, {}
+  step, state, meta = restored
+  where = ckpt.directory / str(step)
+  resume.check_config(meta, config, where, config_path)
+  resume.check_metrics(meta, metrics_lib.read_records(metrics_path), int(meta["step"]),
+                       metrics_path, where)
+  return step, state, meta
+
+
+def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh,
+                       stop_signal: periodic.StopOnSignal) -> RunResult:
+  """:func:`run` with a resolved config, a locked ``workdir``, under ``mesh`` (None: one device)."""
   from experiments import optimizers  # pylint: disable=import-outside-toplevel
 
   task = tasks_lib.get_task(config.task)
-  _check_track_bound(config)
-  dataset = _subset(data_lib.load_dataset(config.dataset, None if data_dir is None else str(data_dir)),
-                    config)
-  task.check_dataset(dataset)
-  n_train = len(dataset.x_train)
-  steps_per_epoch = n_train // config.batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"config.batch_size={config.batch_size} is larger than the {n_train} training "
-                     f"examples of {dataset.name!r}")
+  bound_tracking.check_config(config)
+  data = load_data(config, data_dir, task, mesh)
+  steps_per_epoch = data.steps_per_epoch
   total_steps = config.num_epochs * steps_per_epoch
 
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
-  resume_step = ckpt.latest_step()
   config_path = workdir / CONFIG_FILE
-  if resume_step is not None and config_path.exists():
-    _check_resumable(config_path, config)
 
-  model = task.make_model(config, dataset)
+  model = task.make_model(config, data.dataset)
+  loss_fn = tasks_lib.make_loss_fn(task, model)
   schedule = learning_rate_schedule(config, steps_per_epoch)
-  optimizer = optimizers.build_optimizer(config, tasks_lib.make_loss_fn(task, model), schedule)
-
-  root = jax.random.PRNGKey(config.seed)
-  init_key, shuffle_key, augment_key, step_key = jax.random.split(root, 4)
-  # Data parallel: the training set replicated, test batches and training batches split.
-  x_train, y_train = parallel.put_replicated((dataset.x_train, dataset.y_train), mesh)
-  test_batches = _eval_batches(dataset.x_test, dataset.y_test, config.eval_batch_size,
-                               parallel.num_shards(mesh))
-  test_x, test_y, test_mask = parallel.put_split(test_batches, mesh, axis=1)
-  batch_size = config.batch_size
-
-  @jax.jit
-  def permutation(epoch):
-    return jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n_train)
-
-  @jax.jit
-  def get_batch(x, y, perm, index, step):
-    idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
-    xb, yb = jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
-    inputs = task.train_inputs(jax.random.fold_in(augment_key, step), xb)
-    batch = parallel.split_batch({"inputs": inputs, "targets": task.targets(xb, yb)}, mesh)
-    return batch, jax.random.fold_in(step_key, step)
-
-  eval_batch = tasks_lib.make_eval_fn(task, model)
-
-  @jax.jit
-  def evaluate(params, model_state, xs, ys, masks):
-    def body(totals, batch):
-      sums = eval_batch(params, model_state, *batch)
-      return jax.tree.map(jnp.add, totals, sums), None
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(eval_batch, params, model_state,
-                                                         xs[0], ys[0], masks[0]))
-    totals, _ = jax.lax.scan(body, zeros, (xs, ys, masks))
-    count = totals.pop("count")
-    return {f"test_{k}": v / count for k, v in totals.items()}
-
-  def batch_at(step, perm):
-    return get_batch(x_train, y_train, perm, np.int32(step % steps_per_epoch), np.int32(step))
-
-  first_batch, first_rng = batch_at(0, permutation(0))
-  params, model_state = parallel.put_replicated(jax.jit(
-      lambda k, x: tasks_lib.init_model(model, k, x))(init_key, first_batch["inputs"]), mesh)
-  num_params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
-  opt_state = optimizer.init(params, model_state, first_rng, first_batch)
-  tracker, update_tracker = _make_tracker(config, opt_state)
-  state = TrainState(params, model_state, opt_state, tracker)
+  optimizer = optimizers.build_optimizer(config, loss_fn, schedule)
+  bound = bound_tracking.TrackBound(config, schedule, loss_fn) if config.track_bound else None
+  keys = make_keys(config.seed)
+  batches = functools.partial(epoch_batches, data, keys, task=task, batch_size=config.batch_size,
+                              mesh=mesh)
+  _, first_batch, first_rng = next(batches(0))
+  state = create_train_state(model, optimizer, keys.init, first_batch, first_rng, mesh, bound)
+  num_params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(state.params)))
 
   step, wall_offset = 0, 0.0
   # Several processes: process 0 alone writes the run's files and shows progress.
   primary = parallel.is_primary()
+  resume_step, state, meta = _restore(ckpt, state, config, config_path, workdir / metrics_lib.METRICS_FILE)
   if resume_step is not None:
-    state, meta = ckpt.restore(resume_step, state)
     step, wall_offset = int(meta["step"]), float(meta["wall_time"])
     if primary:
       logging.info("Resuming %s from the checkpoint at step %d", workdir, step)
   if primary:
-    _write_json(config_path, {
-        **config.to_dict(), "hardware": describe_hardware(), "num_params": num_params,
-        "steps_per_epoch": steps_per_epoch, "dataset_source": dataset.source,
-        "num_train": n_train, "num_test": len(dataset.x_test), "jax_version": jax.__version__,
-        "command": " ".join(sys.argv)})
+    try:
+      _write_run_config(config_path, config, data, num_params, bound)
+    except OSError as e:
+      raise errors.WriteError(f"{config_path}: cannot write ({e.strerror or e})") from None
   writer = metrics_lib.MetricWriter(workdir, resume_step=None if resume_step is None else step,
-                                    enabled=primary)
-  summary = {r_k: r_v for r in metrics_lib.read_records(writer.path) for r_k, r_v in r.items()}
+                                    enabled=primary, should_stop=lambda: stop_signal.signum)
+  summary = {k: v for r in metrics_lib.read_records(writer.path) for k, v in r.items()}
 
   start = time.time()
-  wall = lambda: wall_offset + time.time() - start  # noqa: E731
-  epoch_of = lambda s: -(-s // steps_per_epoch)  # noqa: E731  (1-based epoch of step s)
-  params, model_state, opt_state, tracker = state
-
-  def save(at_step):
-    ckpt.save(at_step, TrainState(params, model_state, opt_state, tracker),
-              {"step": at_step, "wall_time": wall(), "epoch": epoch_of(at_step)})
-
-  pending, tracker_scalars = [], None
-  timed_steps, interval_start, compiled, compile_time = 0, time.time(), False, None
-
-  def raise_if_nonfinite(host, last_step):
-    bad = _first_nonfinite(host, last_step - len(host) + 1)
-    if bad is None:
-      return
-    bad_step, names, values = bad
-    raise NonFiniteError(
-        f"training stopped: {' and '.join(names)} became non-finite at step {bad_step} "
-        f"(epoch {epoch_of(bad_step)}): loss={float(values['loss'])}, "
-        f"grad_norm={float(values['grad_norm'])}, learning rate "
-        f"{float(schedule(bad_step - 1)):g} (config.learning_rate={config.learning_rate:g}, "
-        f"optimizer {config.optimizer}). Lower the learning rate (--config.learning_rate) or "
-        f"check the data; the checkpoints in {ckpt.directory} were not updated.")
-
-  def log(host, evaluate_now):
-    """Writes the record of the steps in ``host`` (then raises if one was not finite)."""
-    elapsed = time.time() - interval_start
-    record = {(k if k == "grad_norm" else f"train_{k}"): v for k, v in _host_means(host).items()}
-    record["learning_rate"] = float(schedule(step - 1))
-    if timed_steps:
-      record["step_time"] = elapsed / timed_steps
-      record["examples_per_sec"] = batch_size * timed_steps / elapsed
-    if compile_time is not None:
-      record["compile_time"] = compile_time
-    healthy = _first_nonfinite(host, step) is None
-    if evaluate_now and healthy:
-      record.update({k: float(v) for k, v in
-                     evaluate(params, model_state, test_x, test_y, test_mask).items()})
-    if tracker_scalars is not None:
-      record.update({k: float(v) for k, v in jax.device_get(tracker_scalars).items()})
-    summary.update(writer.write(step, epoch_of(step), wall(), record))
-    raise_if_nonfinite(host, step)
-    postfix = {"loss": f"{record['train_loss']:.4g}"}
-    if "examples_per_sec" in record:
-      postfix["ex/s"] = f"{record['examples_per_sec']:.0f}"
-    bar.set_postfix(postfix)
-    if evaluate_now and primary:
-      logging.info("epoch %d/%d step %d: %s", epoch_of(step), config.num_epochs, step,
-                   ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
-
+  timer = periodic.StepTimer()
+  log = periodic.LogMetrics(writer, schedule, optimizer.metrics, every_steps=config.log_every_steps,
+                            steps_per_epoch=steps_per_epoch)
+  evaluation = periodic.Evaluate(functools.partial(evaluate, tasks_lib.make_eval_fn(task, model)),
+                                 data.test, steps_per_epoch=steps_per_epoch,
+                                 every_epochs=config.eval_every_epochs, total_steps=total_steps)
+  checkpoint = periodic.Checkpoint(ckpt, writer, every_steps=config.checkpoint_every_steps,
+                                   total_steps=total_steps)
+  check_finite = functools.partial(_check_finite, config=config, schedule=schedule,
+                                   steps_per_epoch=steps_per_epoch, ckpt_dir=ckpt.directory)
   bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
                   disable=None if primary else True,
                   desc=f"{config.task}/{config.dataset}/{config.optimizer}")
+  # The stats of the steps since the last record: a run stopped between records saved them
+  # in its checkpoint, so the resumed run's next record averages the same steps.
+  pending = list(meta.get(PENDING_KEY, []))
+  failed = True
   try:
-    with _StopOnSignal() as stopper:
-      while step < total_steps:
-        epoch_index = step // steps_per_epoch
-        perm = permutation(epoch_index)
-        while step < (epoch_index + 1) * steps_per_epoch:
-          batch, rng = batch_at(step, perm)
-          params, model_state, opt_state, stats = optimizer.step(
-              params, model_state, opt_state, rng, batch)
-          if update_tracker is not None:
-            tracker, tracker_scalars = update_tracker(tracker, opt_state, stats)
-          pending.append(stats)
-          step += 1
-          bar.update(1)
-          if not compiled:
-            # The first step after (re)starting compiles: keep it out of step_time.
-            jax.block_until_ready(stats)
-            compiled, compile_time = True, time.time() - interval_start
-            interval_start = time.time()
-          else:
-            timed_steps += 1
-          end_of_epoch = step % steps_per_epoch == 0
-          if step % config.log_every_steps == 0 or end_of_epoch:
-            epoch_done = end_of_epoch and (epoch_of(step) % config.eval_every_epochs == 0
-                                           or step == total_steps)
-            log(jax.device_get(pending), epoch_done)
-            pending, timed_steps, compile_time = [], 0, None
-            interval_start = time.time()
-          # A signal may reach one process, or each at another step: all stop at the same one
-          # (with one process this is stopper.signum).
-          signum = parallel.max_over_processes(stopper.signum or 0) or None
-          if step % config.checkpoint_every_steps == 0 or step == total_steps or signum:
-            saving_start = time.time()
-            raise_if_nonfinite(jax.device_get(pending), step)
-            save(step)
-            interval_start += time.time() - saving_start  # saving is not step time
-          if signum:
-            name = signal.Signals(signum).name
-            raise Interrupted(f"stopped by {name} at step {step}; checkpoint saved in "
-                              f"{ckpt.directory}. Run the same command again to resume.",
-                              signum, step)
+    for epoch in range(step // steps_per_epoch, config.num_epochs):
+      for done, batch, rng in batches(epoch, step):
+        state, stats = train_step(optimizer, state, batch, rng)
+        step = done + 1
+        if bound:
+          state = bound(step, state, stats, batch, rng)
+        pending.append(stats)
+        timer.step_done(stats)
+        bar.update(1)
+
+        at_log = log.due(step)
+        if at_log:
+          host, pending = jax.device_get(pending), []
+          record = log.record(step, host, state.opt_state, timer.lap(config.batch_size))
+          evaluated = evaluation.due(step) and periodic.first_nonfinite(host, 0) is None
+          if evaluated:
+            record.update(evaluation(state.params, state.model_state))
+          if bound:
+            state, bound_scalars = bound.report(step, state)
+            record.update(bound_scalars)
+          summary.update(log.write(step, _epoch_of(step, steps_per_epoch),
+                                   wall_offset + time.time() - start, record))
+          check_finite(host, step)
+          bar.set_postfix(loss=f"{record['train_loss']:.4g}",
+                          **({"ex/s": f"{record['examples_per_sec']:.0f}"}
+                             if "examples_per_sec" in record else {}))
+          if evaluated and primary:
+            logging.info("epoch %d/%d step %d: %s", _epoch_of(step, steps_per_epoch),
+                         config.num_epochs, step,
+                         ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
+          timer.restart()
+
+        signum = stop_signal.agreed(at_log)
+        if checkpoint.due(step) or signum:
+          with timer.paused():
+            host_pending = jax.device_get(pending)
+            check_finite(host_pending, step)
+            checkpoint(step, state, {
+                "step": step, "wall_time": wall_offset + time.time() - start,
+                "epoch": _epoch_of(step, steps_per_epoch), **resume.checkpoint_meta(config),
+                resume.NUM_RECORDS_KEY: writer.num_records,
+                PENDING_KEY: [{k: float(v) for k, v in s.items()} for s in host_pending]})
+        if signum:
+          raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint "
+                            f"saved in {ckpt.directory}. Run the same command again to resume.",
+                            signum, step)
     if resume_step is not None and resume_step >= total_steps and primary:
       logging.info("%s already finished (step %d of %d)", workdir, resume_step, total_steps)
+    failed = False
+  except errors.WriteError as e:
+    last = ckpt.latest_step()
+    kept = (f"the last checkpoint, {ckpt.directory / str(last)}, is intact: fix the cause and run "
+            f"the same command again to resume" if last is not None else "no checkpoint was saved")
+    if stop_signal.signum:
+      raise Interrupted(f"stopped by {signal.Signals(stop_signal.signum).name} at step {step} "
+                        f"without a new checkpoint ({e}); {kept}.", stop_signal.signum,
+                        last or 0) from None
+    raise errors.WriteError(f"{e}. The run stopped; {kept}.") from None
   finally:
     bar.close()
-    writer.close()
+    _close(writer, quiet=failed)
     ckpt.close()
   summary.pop("wall_time", None)
-  return RunResult(params=params, model_state=model_state, summary=summary, workdir=workdir)
+  return RunResult(params=state.params, model_state=state.model_state, summary=summary,
+                   workdir=workdir)
+
+
+PENDING_KEY = "pending_stats"
+
+
+def _close(writer: metrics_lib.MetricWriter, quiet: bool) -> None:
+  """Closes ``writer``; with another error on its way (``quiet``) a close error is only logged."""
+  try:
+    writer.close()
+  except errors.WriteError as e:
+    if not quiet:
+      raise
+    logging.warning("%s", e)

@@ -1,4 +1,4 @@
-"""Regenerate the paper's Table I, Figures 2 and 3 and a Theorem 1 figure from run outputs.
+"""Regenerate the paper's Table I, Figures 2 and 3, a Theorem 1 figure and MBAG's health from run outputs.
 
 Reads only files (run directories with ``config.json`` + ``metrics.jsonl``, and
 ``verify.json``); imports none of ``mbag``, ``theory`` or ``experiments``.
@@ -9,6 +9,7 @@ from paper_figures.autoencoder import build_figure3
 from paper_figures.bound import build_theory_figure
 from paper_figures.classification import build_figure2
 from paper_figures.classification import build_table1
+from paper_figures.health import build_health_figure
 from paper_figures.cli import main
 from paper_figures.report import Product
 from paper_figures.runs import MalformedInputError
@@ -29,6 +30,7 @@ __all__ = (
     "Run",
     "build_figure2",
     "build_figure3",
+    "build_health_figure",
     "build_table1",
     "build_theory_figure",
     "final_test_accuracy",

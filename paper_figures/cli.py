@@ -1,5 +1,8 @@
 """``python -m paper_figures --runs DIR [--out DIR]``: every table and figure in one command.
 
+Products: Table I, Figures 2 and 3, the Theorem 1 figure, and MBAG's numerical health over
+training (``health``: the ``opt/root_error`` and ``opt/min_denominator`` its runs log).
+
 Exit status: 0 when every input was read; 1 when an input was malformed (the
 other figures are still written, the bad run is skipped and named with its file
 and line) or nothing at all could be produced; 2 for bad arguments. With
@@ -19,6 +22,7 @@ from paper_figures import ablation
 from paper_figures import autoencoder
 from paper_figures import bound
 from paper_figures import classification
+from paper_figures import health
 from paper_figures import report
 from paper_figures import runs as runs_lib
 from paper_figures import style
@@ -54,6 +58,7 @@ BUILDERS: dict[str, Builder] = {
     "theory": lambda inputs, out: bound.build_theory_figure(
         inputs.verify_records, inputs.verify_files, out),
     "ablation": lambda inputs, out: ablation.build_ablation(inputs.root, out),
+    "health": lambda inputs, out: health.build_health_figure(inputs.runs, out),
 }
 
 
@@ -86,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
       _log.error("--verify %s: no such file", path)
       return 2
   out_dir = args.out or args.runs / "paper_figures"
+  for path in (out_dir, *out_dir.parents):
+    if path.exists() and not path.is_dir():
+      _log.error("--out %s: %s is a file, not a directory", out_dir, path)
+      return 2
   try:
     loaded = runs_lib.load_runs(args.runs, strict=args.strict)
     verify_files = list(args.verify) if args.verify else runs_lib.find_verify_files(args.runs)

@@ -1,6 +1,6 @@
 """Curves and summary numbers from metric records: per run, then across seeds.
 
-Conventions (documented in README_SECTION.md):
+Conventions (documented in docs/experiments.md, "Regenerating the paper's table and figures"):
   * accuracy is shown in percent; a run whose accuracy values are all <= 1 stored
     fractions and is multiplied by 100;
   * ``wall_time`` is seconds since the run started; values above

@@ -147,3 +147,32 @@ def test_a_variant_without_its_base_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r"need their base optimizers \['mbag'\]"):
     ablation.run_benchmark(ablation.Runner(1, None), tmp_path, TINY, seeds=1, window_size=1,
                            only=["mbag/momentum=0.0"], epochs=1)
+
+
+def test_without_spot_checks_variants_run_once_at_their_base_rate(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(ablation, "_run_job", _fake_run_job(calls))
+  only = ["adam", "mbag", "mbag/momentum=0.0"]
+  part = ablation.run_benchmark(ablation.Runner(1, None), tmp_path, TINY, seeds=1, window_size=2,
+                                only=only, epochs=1, spot_check=False)
+  variant = part["tuning"]["mbag/momentum=0.0"]
+  assert variant == {"scores": {"0.003": pytest.approx(-0.7)}, "chosen_lr": 3e-3,
+                     "stage": "base rate"}
+  spot_runs = [c for c in calls if "momentum=0.0" in c and "/tune/" in c]
+  assert len(spot_runs) == 1
+  config = study.load_config(TINY.config)
+  mbag_variants = sum(v.optimizer == "mbag" for v in study.variants(config))
+  cut = study.plan_counts(config, 2, 1, spot_check=False)["mbag"]
+  assert study.plan_counts(config, 2, 1)["mbag"] - cut == 2 * mbag_variants  # 3 rates -> 1
+
+
+def test_a_summary_keeps_the_benchmarks_an_earlier_command_wrote(tmp_path):
+  path = tmp_path / study.SUMMARY_FILE
+  study.write_summary(path, {"a": {"final": {"adam": 1}}}, {"seeds": 3}, "first", "cpu")
+  report = study.write_summary(path, {"b": {"final": {"mbag": 2}}}, {"seeds": 1}, "second", "cpu")
+  assert report["benchmarks"]["a"] == {"final": {"adam": 1}, "protocol": {"seeds": 3},
+                                       "command": "first"}
+  assert report["benchmarks"]["b"]["command"] == "second" and report["protocol"] == {"seeds": 1}
+  path.write_text("[1, 2]")
+  with pytest.raises(ValueError, match="not a summary"):
+    study.write_summary(path, {}, {}, "third", "cpu")

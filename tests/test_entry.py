@@ -82,6 +82,7 @@ def test_missing_data_is_a_clear_error_and_exit_status_1(tmp_path, monkeypatch, 
     raise OSError(f"no network in tests ({url})")
 
   monkeypatch.setattr(data_common, "urllib_downloader", no_network)
+  (tmp_path / "none").mkdir()
   status = autoencoder_main.main([
       "autoencoder", f"--config={CONFIG_DIR / 'autoencoder.py'}:smoke",
       "--config.dataset=faces", f"--workdir={tmp_path / 'run'}", f"--data_dir={tmp_path / 'none'}"])

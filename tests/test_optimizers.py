@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+import mbag
 from experiments import optimizers
 
 # Learning rates that train the tiny MLP below in 40 steps (picked by hand on it).
@@ -105,6 +106,9 @@ def test_weight_decay_is_added_to_the_gradient(mlp_task):
   opt = optimizers.build_optimizer(config("adam", weight_decay=0.1), zero_loss, 1e-3)
   new_params, _, _, history = train(opt, params, model_state, batch, 1)
   assert history[0]["grad_norm"] == 0.0  # the loss gradient, before weight decay
+  # what the preconditioner receives: the gradient plus weight decay
+  np.testing.assert_allclose(history[0]["objective_grad_norm"],
+                             0.1 * float(optax.global_norm(params)), rtol=1e-5)
   # Adam's first step is -lr * g / (|g| + eps) with g = 0.1 * params.
   for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
     g = 0.1 * np.asarray(p, np.float64)
@@ -178,3 +182,60 @@ def test_kfac_resumes_a_restored_state_at_its_own_step(mlp_task):
   changed = [np.abs(np.asarray(a, float) - np.asarray(b, float)).max()
              for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state5.estimator_state))]
   assert max(changed) > 0
+
+
+def test_objective_grad_norm_is_reported_only_with_weight_decay(mlp_task):
+  params, model_state, loss_fn, batch = mlp_task
+  for name in ("mbag", "kfac"):
+    _, _, _, plain = train(optimizers.build_optimizer(config(name), loss_fn, 0.01),
+                           params, model_state, batch, 1)
+    assert "objective_grad_norm" not in plain[0]
+    _, _, _, decayed = train(optimizers.build_optimizer(config(name, weight_decay=0.5), loss_fn,
+                                                        0.01), params, model_state, batch, 1)
+    (_, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, None, batch)
+    want = optax.global_norm(jax.tree.map(lambda g, p: g + 0.5 * p, grads, params))
+    np.testing.assert_allclose(decayed[0]["objective_grad_norm"], float(want), rtol=1e-4)
+    np.testing.assert_allclose(decayed[0]["grad_norm"], plain[0]["grad_norm"], rtol=1e-6)
+
+
+def test_mbag_metrics_are_its_diagnostics(mlp_task):
+  params, model_state, loss_fn, batch = mlp_task
+  cfg = config("mbag")
+  cfg.optimizer_config.mbag = ml_collections.ConfigDict(dict(block_size=4, root_interval=2))
+  opt = optimizers.build_optimizer(cfg, loss_fn, 0.01)
+  _, _, opt_state, _ = train(opt, params, model_state, batch, 3)
+  metrics = jax.jit(opt.metrics)(opt_state)
+  diagnostics = mbag.find_mbag_state(opt_state).diagnostics
+  assert metrics.keys() == diagnostics._asdict().keys()
+  for key, value in diagnostics._asdict().items():
+    np.testing.assert_array_equal(metrics[key], value)
+  assert int(metrics["root_steps"]) == 5 and float(metrics["min_denominator"]) > 1.0
+  # a non-finite gradient is counted, and reported
+  bad = jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), params)
+  tx = optimizers.make_transformation("mbag", cfg, 0.01)
+  _, tx_state = tx.update(bad, opt_state, params)
+  assert int(opt.metrics(tx_state)["num_nonfinite_grads"]) == 1
+
+
+def test_metrics_of_the_other_optimizers(mlp_task):
+  params, model_state, loss_fn, batch = mlp_task
+  states = {}
+  for name in ("adam", "mbag_n", "shampoo", "kfac"):
+    cfg = config(name)
+    opt = optimizers.build_optimizer(cfg, loss_fn, 0.01)
+    states[name] = (opt, train(opt, params, model_state, batch, 2))
+  adam, _ = states["adam"]
+  assert adam.metrics(None) == {}
+  opt, (_, _, opt_state, _) = states["mbag_n"]  # no roots: no root fields
+  assert sorted(opt.metrics(opt_state)) == ["min_denominator", "num_nonfinite_grads",
+                                            "num_skipped_blocks"]
+  opt, (_, _, opt_state, _) = states["shampoo"]
+  assert {k: int(v) for k, v in opt.metrics(opt_state).items()} == {"num_root_fallbacks": 0}
+  # KFAC: the configured damping and momentum, and |theta_2 - theta_1| (its velocities)
+  opt, (new_params, _, opt_state, _) = states["kfac"]
+  metrics = opt.metrics(opt_state)
+  assert float(metrics["damping"]) == pytest.approx(1e-3) and float(metrics["momentum"]) == pytest.approx(0.9)
+  one_params = train(optimizers.build_optimizer(config("kfac"), loss_fn, 0.01), params, model_state,
+                     batch, 1)[0]
+  step2 = optax.global_norm(jax.tree.map(lambda a, b: a - b, new_params, one_params))
+  np.testing.assert_allclose(float(metrics["update_norm"]), float(step2), rtol=1e-4)

@@ -17,6 +17,7 @@ from paper_figures import autoencoder  # pylint: disable=wrong-import-position
 from paper_figures import bound  # pylint: disable=wrong-import-position
 from paper_figures import classification  # pylint: disable=wrong-import-position
 from paper_figures import cli  # pylint: disable=wrong-import-position
+from paper_figures import health  # pylint: disable=wrong-import-position
 from paper_figures import runs as runs_lib  # pylint: disable=wrong-import-position
 from paper_figures import series  # pylint: disable=wrong-import-position
 from paper_figures import style  # pylint: disable=wrong-import-position
@@ -306,7 +307,8 @@ def test_cli_writes_every_product_and_reports_missing_and_bad(tree, tmp_path, ca
                    "mbag: seed(s) 0, 1 stored accuracy as fractions",
                    "4 of 4 run(s) logged wall_time as Unix time",
                    "mlp [theorem]: bound violated in 2 record(s)",
-                   "mlp [theorem]: L is an estimate"):
+                   "mlp [theorem]: L is an estimate",
+                   "4 MBAG run(s), none logged opt/root_error or opt/min_denominator"):
     assert expected in summary, expected
 
 
@@ -408,3 +410,44 @@ def test_theory_figure_marks_violations(tree):
   np.testing.assert_array_equal(crosses[0].get_xdata(), [100, 100])  # two seeds
   ratio = [l for l in fig.axes[4].get_lines() if l.get_linestyle() == "-"][0]
   np.testing.assert_allclose(ratio.get_ydata(), [math.log(10) / 1.0, math.log(100) / 10.0])
+
+
+def health_records(seed, steps=(10, 20, 30)):
+  return [{"step": s, "epoch": 1, "wall_time": float(s), "train_loss": 1.0,
+           "opt/root_error": 0.5 * (seed + 1) / s, "opt/min_denominator": 1.0 + seed + s,
+           "opt/root_steps": 5} for s in steps]
+
+
+def test_health_figure_draws_the_mbag_runs_opt_metrics(tmp_path):
+  root = tmp_path / "runs"
+  base = {"task": "digits_mlp", "dataset": "digits", "preset": "demo", "hardware": "unit-test CPU"}
+  for seed in (0, 1):
+    write_run(root / f"mbag-{seed}", dict(base, optimizer="mbag", seed=seed), health_records(seed))
+  write_run(root / "mbag_n-0", dict(base, optimizer="mbag_n", seed=0),
+            [{k: v for k, v in r.items() if k != "opt/root_error"} for r in health_records(3)])
+  write_run(root / "adam-0", dict(base, optimizer="adam", seed=0), health_records(5))  # not MBAG
+  write_run(root / "mbag-old", dict(base, optimizer="mbag", seed=7),  # before opt/ was logged
+            [{"step": 10, "epoch": 1, "wall_time": 1.0, "train_loss": 1.0}])
+  runs = runs_lib.load_runs(root).runs
+  products = health.build_health_figure(runs, tmp_path / "out")
+  assert [p.title for p in products] == ["MBAG numerical health (preset demo)"]
+  assert_png_and_pdf(tmp_path / "out", "mbag_health_demo")
+  assert products[0].used == ["digits_mlp / digits (scikit-learn 8x8): mbag seeds 0, 1; mbag_n seeds 0"]
+  assert "1 MBAG run(s) of this preset logged no opt/ metrics" in products[0].notes[0]
+  with style.context():
+    fig = health.plot_health([r for r in runs if r.optimizer in health.OPTIMIZERS and r.seed != 7],
+                             "test")
+  root_error, denominator = fig.axes[0], fig.axes[1]
+  labels = {line.get_label(): line for line in root_error.lines}
+  mbag_line = labels[style.optimizer_style("mbag").name]
+  # mean over the two seeds at every step: 0.5 (1 + 2) / 2 / s
+  np.testing.assert_allclose(mbag_line.get_ydata(), [0.75 / s for s in (10, 20, 30)])
+  assert style.optimizer_style("mbag_n").name not in labels  # MBAG-N has no roots
+  den = {line.get_label(): line for line in denominator.lines}
+  np.testing.assert_allclose(den[style.optimizer_style("mbag_n").name].get_ydata(),
+                             [4.0 + s for s in (10, 20, 30)])
+  assert any(list(line.get_ydata()) == [1.0, 1.0] for line in denominator.lines)  # reference line
+  matplotlib.pyplot.close(fig)
+  # without MBAG runs that logged them: said, nothing drawn
+  empty = health.build_health_figure([r for r in runs if r.seed == 7], tmp_path / "none")
+  assert empty[0].files == [] and "none logged opt/root_error" in empty[0].missing[0]

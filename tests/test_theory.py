@@ -279,6 +279,27 @@ def test_tracker_accepts_a_gradient_norm_and_rejects_mismatches():
   assert ts0.num_params == 13
 
 
+def test_tracker_uses_the_step_size_of_each_step():
+  """gamma_t = eta_t sqrt(lambda_min(H_t)) with a schedule's eta_t; eta keeps the largest."""
+  params = {"w": jnp.zeros((4, 2))}
+  tx = mbag.mbag(0.1, block_size=4, initial_accumulator_value=0.5, momentum=0.0, root_interval=1,
+                 root_method="eigh")
+  state = tx.init(params)
+  ts = theory.init_tracker(params, state, eta=0.2, lam=0.5)
+  g = {"w": jnp.arange(8.0).reshape(4, 2)}
+  _, state = tx.update(g, state, params)
+  ts_a, a = theory.update_tracker(ts, state, g, eta=0.05)
+  _, b = theory.update_tracker(ts, state, g)  # the fixed eta = 0.2
+  H = np.asarray(mbag.find_mbag_state(state).stats[0], np.float64)
+  want = 0.05 * np.sqrt(min(np.linalg.eigvalsh(h)[0] for h in H))
+  assert float(a["bound/gamma_exact"]) == pytest.approx(want, rel=1e-5)
+  assert float(b["bound/gamma_exact"]) == pytest.approx(4 * want, rel=1e-5)
+  assert float(a["bound/sum_gamma_exact"]) == pytest.approx(0.2 / np.sqrt(0.5) + want, rel=1e-5)
+  assert float(ts_a.eta) == pytest.approx(0.2)  # the largest step size so far
+  ts_c, _ = theory.update_tracker(ts_a, state, g, eta=0.3)
+  assert float(ts_c.eta) == pytest.approx(0.3)
+
+
 # ---------------------------------------------------------------- Newton-Schulz theory
 
 

@@ -9,7 +9,7 @@ Theorem 1 (paper, Section V), for Algorithm 1 with a fixed step size eta:
 :data:`RHS` is that expression; :func:`rhs` (NumPy) and :data:`rhs_jnp` (JAX) are lambdified from
 it, :func:`pretty` prints it. Because ``gamma_t`` is random, we read the theorem as
 ``E[min_t ||grad f(theta_t)||^2 * sum_t gamma_t] <= E[numerator]`` (the two coincide when gamma
-is deterministic) and check it per run; see README, "Theorem 1, measured".
+is deterministic) and check it per run; see docs/theory.md.
 
 :data:`TRIVIAL_RATIO` is derived here from :data:`RHS`: since ``lhs <= G^2`` and
 ``gamma_t <= gamma_0 = eta/sqrt(lambda)`` (H_t only shrinks), every run has

@@ -91,7 +91,7 @@ def logdet_ratio_from_inverse(stats: Sequence[Array], masks: Sequence[Array], la
   :func:`present_spectrum` may be passed to reuse them); ``method="cholesky"`` uses
   ``log det H = 2 sum log diag(chol(H))``. Both run in :func:`wide_dtype`. The tracker uses eigh:
   it needs the spectrum anyway, and on jax 0.10.2's CPU runtime a program mixing ``eigvalsh`` and
-  ``cholesky`` of H can hang (see README "Known issues").
+  ``cholesky`` of H can hang (see docs/numerics.md, "Known issues").
 
   Args:
     stats: per bucket ``[n, b, b]``, H = G^{-1} (Algorithm 1 / MBAG-N state).

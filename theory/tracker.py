@@ -46,9 +46,10 @@ class TrackerState:
 
   Attributes:
     steps: [] int32, T (calls of :func:`update_tracker`).
-    eta: [] the fixed step size.  lam: [] lambda of ``G_0 = lambda I``.
-    sum_gamma_used: [] ``sum_{t=0}^T lambda_min(eta R_t)`` for the roots used (R_0 = H_0^{1/2}).
-    sum_gamma_exact: [] ``sum_{t=0}^T eta sqrt(lambda_min(H_t))`` (the exact root).
+    eta: [] the fixed step size (the theorem's), or with step sizes given per step (a schedule)
+      the largest so far (the bound's eta-terms grow with it).  lam: [] lambda of ``G_0 = lambda I``.
+    sum_gamma_used: [] ``sum_{t=0}^T lambda_min(eta_t R_t)`` for the roots used (R_0 = H_0^{1/2}).
+    sum_gamma_exact: [] ``sum_{t=0}^T eta_t sqrt(lambda_min(H_t))`` (the exact root).
     potential_exact: [] ``sum_t g_t^T H_t g_t`` (<= log det ratio by the elliptical potential lemma).
     potential_used: [] ``sum_t |R_t g_t|^2`` (what the steps actually had; not bounded by the lemma).
     max_grad_norm: [] largest stochastic-gradient norm ``|g_t|`` seen.
@@ -202,7 +203,7 @@ def _grad_buckets(ts: TrackerState, grads):
 
 
 def update_tracker(ts: TrackerState, opt_state, grads, *, full_grad=None, loss=None,
-                   hessian_norm=None, L=None, C=None, ns_tolerance: float = 1e-3
+                   hessian_norm=None, L=None, C=None, ns_tolerance: float = 1e-3, eta=None
                    ) -> tuple[TrackerState, dict[str, Array]]:
   r"""Adds step t; returns the new state and this step's scalars.
 
@@ -219,10 +220,14 @@ def update_tracker(ts: TrackerState, opt_state, grads, *, full_grad=None, loss=N
     L, C: if both given, the scalars include ``bound/rhs`` and ``bound/ratio`` (lhs / rhs) with
       gamma of the exact root (the theorem's definition).
     ns_tolerance: tolerance for the predicted Newton-Schulz step count.
+    eta: the step size this step applied (a schedule's value at it); None: the fixed ``ts.eta``.
+      gamma_t is ``lambda_min(eta_t H_t^{1/2})`` (the paper's definition), and ``ts.eta`` keeps the
+      largest step size seen. Theorem 1 assumes a constant one: with a varying schedule the terms
+      are measured, but the theorem does not cover the run.
 
   Returns:
     ``(ts, scalars)``; scalars (all ``[]`` arrays) are named ``bound/...`` for the theorem's terms
-    and ``ns/...`` for the Newton-Schulz conditions of the current H (see README "Known issues").
+    and ``ns/...`` for the Newton-Schulz conditions of the current H (see docs/numerics.md, "Known issues").
   """
   state = mbag.find_mbag_state(opt_state)
   stats, roots, masks = state.dense_stats(), state.dense_roots(), ts.masks
@@ -231,11 +236,13 @@ def update_tracker(ts: TrackerState, opt_state, grads, *, full_grad=None, loss=N
 
   spectra_H = [terms.present_spectrum(H, m) for H, m in zip(stats, masks)]
   lam_min_H = jnp.min(jnp.stack([jnp.min(jnp.where(v, w, jnp.inf)) for w, v in spectra_H]))
-  g_exact = ts.eta * jnp.sqrt(jnp.maximum(lam_min_H, 0.0))
-  g_used = terms.gamma_used(roots, masks, ts.eta)
+  eta_t = ts.eta if eta is None else jnp.asarray(eta, dtype)
+  g_exact = eta_t * jnp.sqrt(jnp.maximum(lam_min_H, 0.0))
+  g_used = terms.gamma_used(roots, masks, eta_t)
   logdet = terms.logdet_ratio_from_inverse(stats, masks, ts.lam, spectra=spectra_H)
 
-  ts = ts.replace(steps=ts.steps + 1, sum_gamma_used=ts.sum_gamma_used + g_used,
+  ts = ts.replace(steps=ts.steps + 1, eta=jnp.maximum(ts.eta, eta_t),
+                  sum_gamma_used=ts.sum_gamma_used + g_used,
                   sum_gamma_exact=ts.sum_gamma_exact + g_exact,
                   max_grad_norm=jnp.maximum(ts.max_grad_norm, gnorm))
   scalars = {}

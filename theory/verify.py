@@ -11,12 +11,12 @@ Settings (:data:`SETTINGS`):
 * ``theorem``: what Theorem 1 covers: fixed step, momentum 0, the exact current root every step
   (Newton-Schulz to ``||I - YX||_F <= 1e-9`` in float64; the records carry the used and exact
   gamma sums, which agree; ``root_method="eigh"`` would do too but can hang on jax 0.10.2's CPU
-  runtime, see README "Known issues").
+  runtime, see docs/numerics.md, "Known issues").
 * ``stale_root``: momentum 0 with the paper's root (5 Newton-Schulz steps every 50 steps).
 * ``practical``: the paper's settings: momentum 0.9, 5 Newton-Schulz steps every 50 steps.
 
 Only ``theorem`` is covered by the theorem; the others evaluate the same formula with the gamma of
-the roots used. Terms: see :mod:`theory.tracker` and README "Theorem 1, measured".
+the roots used. Terms: see :mod:`theory.tracker` and docs/theory.md.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def summarise(records: list[dict]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-  """The printed table (also used for the README)."""
+  """The printed table (also used for docs/theory.md)."""
   head = (f"{'problem':<16}{'setting':<11}{'T':>5}{'lhs':>10}{'rhs':>10}{'max l/r':>9}{'holds':>7}"
           f"{'E-form':>7}{'(T+1)/2(d+1)':>13}{'logdet':>8}{'sum_gam':>9}{'ld/sg':>8}{'pot/ld':>8}"
           f"{'L':>8}{'G':>8}{'C':>7}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import gzip
+import zlib
 
 import numpy as np
 
@@ -55,7 +56,11 @@ def read_idx(path: str, expected_magic: int | None = None) -> np.ndarray:
   with open(path, "rb") as f:
     raw = f.read()
   if raw[:2] == _GZIP_MAGIC:
-    raw = gzip.decompress(raw)
+    try:
+      raw = gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as e:
+      raise ValueError(f"{path}: not a complete gzip file ({e}); delete it to download it "
+                       f"again") from None
   if len(raw) < 4:
     raise ValueError(f"{path}: too short for an IDX file ({len(raw)} bytes)")
   magic = int.from_bytes(raw[:4], "big")

@@ -1,6 +1,6 @@
 """Optimizers of the paper's experiments behind one interface, in one registry.
 
-``build_optimizer(config, loss_fn, learning_rate)`` returns ``Optimizer(init, step, name)``
+``build_optimizer(config, loss_fn, learning_rate)`` returns ``Optimizer(init, step, name, metrics)``
 for ``config.optimizer`` in :data:`OPTIMIZERS`: adam, adagrad (optax), mbag,
 mbag_n, mbag_ema (the mbag package), shampoo, adablock (here, as optax
 transformations) and kfac (kfac-jax), and the baselines as the paper's reference codes
@@ -17,9 +17,11 @@ from experiments.optimizers.adablock import ScaleByAdaBlockState
 from experiments.optimizers.adablock import adablock_block_spec
 from experiments.optimizers.adablock import scale_by_adablock
 from experiments.optimizers.base import LossFn
+from experiments.optimizers.base import MetricsFn
 from experiments.optimizers.base import Optimizer
 from experiments.optimizers.base import optax_optimizer
 from experiments.optimizers.registry import OPTIMIZERS
+from experiments.optimizers.registry import STATE_METRICS
 from experiments.optimizers.registry import TRANSFORMS
 from experiments.optimizers.registry import build_optimizer
 from experiments.optimizers.registry import make_transformation
@@ -28,8 +30,10 @@ from experiments.optimizers.shampoo import scale_by_shampoo
 
 __all__ = (
     "LossFn",
+    "MetricsFn",
     "OPTIMIZERS",
     "Optimizer",
+    "STATE_METRICS",
     "ScaleByAdaBlockState",
     "ScaleByShampooState",
     "TRANSFORMS",

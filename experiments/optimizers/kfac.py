@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import jax
@@ -9,13 +10,15 @@ import jax.numpy as jnp
 import kfac_jax
 import optax
 from jax import extend as jex
-from kfac_jax._src import tag_graph_matcher
 
 from experiments.optimizers import _checks
 from experiments.optimizers import base
 
 _DATA_LOSS = "__data_loss"
-_DATA_GRAD_NORM = "__data_grad_norm"
+_GRADIENT_STATS = "__gradient_stats"
+# The kfac-jax releases this module (its patch below, the internals it reads) was checked
+# against: [first, end). pyproject.toml pins the same range.
+KFAC_JAX_CHECKED = ((0, 0, 8), (0, 0, 9))
 
 
 def _eval_jaxpr_eqn(eqn, in_values):
@@ -35,7 +38,28 @@ def _eval_jaxpr_eqn(eqn, in_values):
   return output if isinstance(output, list) else [output]
 
 
-tag_graph_matcher.eval_jaxpr_eqn = _eval_jaxpr_eqn
+def _version_tuple(version: str) -> tuple[int, ...]:
+  """``"0.0.8"`` -> ``(0, 0, 8)``; the numeric release part only (``"0.0.9rc1"`` -> ``(0, 0, 9)``)."""
+  return tuple(int(n) for n in re.match(r"\d+(?:\.\d+)*", version).group().split("."))
+
+
+def check_kfac_jax_version(version: str | None = None) -> None:
+  """Raises RuntimeError unless kfac-jax (``version``, default the installed one) is in the checked range."""
+  version = kfac_jax.__version__ if version is None else version
+  first, end = KFAC_JAX_CHECKED
+  if not first <= _version_tuple(version) < end:
+    show = lambda v: ".".join(map(str, v))  # noqa: E731
+    raise RuntimeError(
+        f"the KFAC baseline (experiments/optimizers/kfac.py) patches kfac-jax internals and was "
+        f"checked against kfac-jax >= {show(first)}, < {show(end)}; kfac-jax {version} is "
+        f"installed. Install a checked release (pip install 'kfac-jax>={show(first)},<{show(end)}'), "
+        f"or check the patch (_eval_jaxpr_eqn) against {version} and widen KFAC_JAX_CHECKED.")
+
+
+def _patch_kfac_jax() -> None:
+  """Applies :func:`_eval_jaxpr_eqn` to kfac-jax (idempotent); called when KFAC is built."""
+  from kfac_jax._src import tag_graph_matcher  # pylint: disable=import-outside-toplevel
+  tag_graph_matcher.eval_jaxpr_eqn = _eval_jaxpr_eqn
 
 
 def _constant(value: Any) -> Callable[[Any], Any]:
@@ -133,6 +157,8 @@ def build(loss_fn: base.LossFn, learning_rate: optax.ScalarOrSchedule, *, dampin
       applied to the step's result.
     name: the registry name.
   """
+  check_kfac_jax_version()
+  _patch_kfac_jax()
   _checks.check_number("damping", damping, lambda v: v > 0, "> 0")
   _checks.check_number("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
   _checks.check_number("curvature_ema", curvature_ema, lambda v: 0 <= v < 1, "in [0, 1)")
@@ -157,12 +183,13 @@ def build(loss_fn: base.LossFn, learning_rate: optax.ScalarOrSchedule, *, dampin
     (loss, (model_state, aux)), grads = grad_objective(params, model_state, rng, batch)
     data_grads = grads if not decay else jax.tree_util.tree_map(
         lambda g, p: g - decay * p, grads, params)
-    aux = dict(aux, **{_DATA_GRAD_NORM: optax.global_norm(data_grads)})
+    aux = dict(aux, **{_GRADIENT_STATS: base.gradient_stats(data_grads, params, decay)})
     return (loss, (model_state, aux)), grads
 
   def value_for_estimator(params, model_state, rng, batch):
     return objective(params, model_state, rng, batch)
 
+  schedules = {"damping": _constant(damping), "momentum": _constant(momentum)}
   options = dict(
       value_and_grad_func=value_and_grad,
       l2_reg=decay,
@@ -173,9 +200,9 @@ def build(loss_fn: base.LossFn, learning_rate: optax.ScalarOrSchedule, *, dampin
       use_adaptive_learning_rate=False,
       learning_rate_schedule=schedule,
       use_adaptive_momentum=False,
-      momentum_schedule=_constant(momentum),
+      momentum_schedule=schedules["momentum"],
       use_adaptive_damping=False,
-      damping_schedule=_constant(damping),
+      damping_schedule=schedules["damping"],
       curvature_ema=curvature_ema,
       curvature_update_period=t1,
       inverse_update_period=t2,
@@ -208,7 +235,13 @@ def build(loss_fn: base.LossFn, learning_rate: optax.ScalarOrSchedule, *, dampin
       params, opt_state = after_step(step_int, schedule(step_int), carry, params, opt_state)
     known["counter"], known["value"] = opt_state.step_counter, step_int + 1
     aux = dict(kstats["aux"])
-    stats = {"loss": aux.pop(_DATA_LOSS), "grad_norm": aux.pop(_DATA_GRAD_NORM), **aux}
+    stats = {"loss": aux.pop(_DATA_LOSS), **aux.pop(_GRADIENT_STATS), **aux}
     return params, model_state, opt_state, stats
 
-  return base.Optimizer(init=init, step=step, name=name)
+  def metrics(opt_state):
+    """Damping and momentum of the step that made ``opt_state``, and that step's length."""
+    last = jnp.maximum(opt_state.step_counter - 1, 0)
+    return {"damping": schedules["damping"](last), "momentum": schedules["momentum"](last),
+            "update_norm": optax.global_norm(opt_state.velocities)}
+
+  return base.Optimizer(init=init, step=step, name=name, metrics=metrics)

@@ -78,25 +78,59 @@ def _weight_decay(config: Any) -> float:
   return float(value)
 
 
-def make_transformation(name: str, config: Any,
-                        learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  """The optax transformation of optimizer ``name`` with the config's hyperparameters and weight decay."""
+def _mbag_metrics(opt_state: Any) -> dict[str, Any]:
+  """MBAG's ``diagnostics`` (MBAG-N, which has no roots: without the root fields)."""
+  state = mbag.find_mbag_state(opt_state)
+  diagnostics = state.diagnostics._asdict()
+  if not state.roots:
+    for key in ("root_residual", "root_error", "root_steps", "num_root_fallbacks"):
+      diagnostics.pop(key)
+  return diagnostics
+
+
+def _shampoo_metrics(opt_state: Any) -> dict[str, Any]:
+  return {"num_root_fallbacks": optax.tree_utils.tree_get(opt_state, "num_root_fallbacks")}
+
+
+# name -> opt_state -> {name: scalar}: what the optimizer reports about itself (absent: nothing).
+STATE_METRICS: dict[str, base.MetricsFn] = {
+    "mbag": _mbag_metrics,
+    "mbag_n": _mbag_metrics,
+    "mbag_ema": _mbag_metrics,
+    "shampoo": _shampoo_metrics,
+}
+
+
+def _transformation(name: str, config: Any,
+                    learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
   if name not in TRANSFORMS:
     raise ValueError(f"{name!r} is not an optax optimizer; known: {sorted(TRANSFORMS)}")
   # Under config.data_parallel, MBAG's statistics are sharded over the data axis.
   data_parallel = bool(base._get(config, "data_parallel"))  # pylint: disable=protected-access
   sharding = parallel.state_sharding(data_parallel, TRANSFORMS[name])
-  decay = _weight_decay(config)
-  own = {"weight_decay": decay} if name in OWN_WEIGHT_DECAY else {}
+  own = {"weight_decay": _weight_decay(config)} if name in OWN_WEIGHT_DECAY else {}
   hparams = _resolve_grouping(base.hyperparameters(config, name), name)
-  tx = base.call_with_hyperparameters(TRANSFORMS[name], hparams, name,
-                                      learning_rate=learning_rate, **sharding, **own)
-  return optax.chain(optax.add_decayed_weights(decay), tx) if decay and not own else tx
+  return base.call_with_hyperparameters(TRANSFORMS[name], hparams, name,
+                                        learning_rate=learning_rate, **sharding, **own)
+
+
+def _added_weight_decay(name: str, config: Any) -> float:
+  """The weight decay added to the gradient before ``name``'s transformation (0 where it has its own)."""
+  return 0.0 if name in OWN_WEIGHT_DECAY else _weight_decay(config)
+
+
+def make_transformation(name: str, config: Any,
+                        learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  """The optax transformation of optimizer ``name`` with the config's hyperparameters and weight decay."""
+  return base.with_weight_decay(_transformation(name, config, learning_rate),
+                                _added_weight_decay(name, config))
 
 
 def _build_optax(name: str, config: Any, loss_fn: base.LossFn,
                  learning_rate: optax.ScalarOrSchedule) -> base.Optimizer:
-  return base.optax_optimizer(make_transformation(name, config, learning_rate), loss_fn, name)
+  return base.optax_optimizer(_transformation(name, config, learning_rate), loss_fn, name,
+                              weight_decay=_added_weight_decay(name, config),
+                              metrics=STATE_METRICS.get(name, base.no_metrics))
 
 
 def _build_kfac(config: Any, loss_fn: base.LossFn,

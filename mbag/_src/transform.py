@@ -419,7 +419,7 @@ def scale_by_mbag(
     storage: "dense" (default): each block a ``b x b`` matrix. "symmetric": H and the root
       keep only their upper triangles, ``b (b + 1) / 2`` floats per block (45 instead of 81 for
       3x3 conv blocks, 528 instead of 1024 at tau = 32); same results to float32 rounding.
-      See ``mbag/_src/storage.py`` and the README's performance section for what it costs.
+      See ``mbag/_src/storage.py`` and docs/performance.md for what it costs.
     root_dtype: dtype the root is kept in (None: ``statistics_dtype``). ``"bfloat16"`` halves
       the root's bytes; the direction ``R g`` is still computed in ``statistics_dtype``.
 

@@ -11,6 +11,9 @@ import sys
 import tempfile
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+from experiments import xla_flags  # noqa: E402  (the entry points' flags)
+
+xla_flags.set_entry_point_flags()
 
 import json  # noqa: E402
 

@@ -24,6 +24,9 @@ parser.add_argument("--port", type=int, default=0)
 parser.add_argument("--workdir", required=True)
 ARGS = parser.parse_args()
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ARGS.devices_per_process}"
+from experiments import xla_flags  # noqa: E402  (the entry points' flags)
+
+xla_flags.set_entry_point_flags()
 
 import json  # noqa: E402
 
