@@ -29,6 +29,7 @@ import jax
 
 from benchmarks import step_time
 from benchmarks import update_speed
+from experiments import xla_flags
 
 MBAG_STORAGES = ("mbag", "mbag/symmetric", "mbag/symmetric_bf16")
 FULL = {
@@ -119,4 +120,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  xla_flags.set_entry_point_flags()
   main()

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 import mbag
+from experiments import xla_flags
 from mbag._src import partition
 
 
@@ -148,8 +149,9 @@ LAYOUTS = {"fused_sliced": (None, True), "per_leaf": (False, False)}
 
 def baselines() -> dict:
   """Adam and AdaGrad. Shampoo's update alone is not timed here: its first (root) step on this
-  tree did not return on the 2-core CPU (threads waiting, no CPU used, twice); benchmarks.step_time
-  times its whole training step and reports its state."""
+  tree did not return on the 2-core CPU (threads waiting, no CPU used, twice), which is the batched
+  ``eigh`` deadlock that ``experiments.xla_flags`` avoids (now set in ``__main__``, not rerun with
+  Shampoo); benchmarks.step_time times its whole training step and reports its state."""
   return {"adam": optax.adam(1e-3), "adagrad": optax.adagrad(1e-3)}
 
 
@@ -225,4 +227,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  xla_flags.set_entry_point_flags()
   main()
