@@ -32,6 +32,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from experiments import rundir
 from experiments import study
 from experiments import xla_flags
 
@@ -81,6 +82,7 @@ def _run_job(job: study.Job, data_dir: str | None) -> dict:
   (workdir / study.RESULT_FILE).write_text(json.dumps(result, indent=2, default=float) + "\n")
   for sub in ("checkpoints", "tensorboard"):  # config.json and metrics.jsonl stay
     shutil.rmtree(workdir / sub, ignore_errors=True)
+  (workdir / rundir.LOCK_FILE).unlink(missing_ok=True)  # released (empty) when the run ended
   if (workdir / "log.txt").stat().st_size == 0:
     (workdir / "log.txt").unlink()
   return result

@@ -203,6 +203,13 @@ def final_test_accuracy(run: runs_lib.Run) -> FinalAccuracy | None:
                        epoch=float(last["epoch"]), stored_fraction=fraction)
 
 
+def divergence_step(run: runs_lib.Run) -> int | None:
+  """The first step whose training loss was logged non-finite (the run diverged there), or None."""
+  bad = [int(r["step"]) for r in run.records
+         if "train_loss" in r and not math.isfinite(float(r["train_loss"]))]
+  return min(bad) if bad else None
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
   """Mean and sample standard deviation ``sqrt(sum (v - mean)^2 / (n - 1))``; std is NaN for n < 2."""
   values = np.asarray(values, dtype=np.float64)

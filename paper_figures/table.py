@@ -35,6 +35,8 @@ class Row(NamedTuple):
     std: their sample standard deviation (ddof=1; NaN for fewer than two).
     epochs: the epoch of each seed's final evaluation.
     planned_epochs: ``num_epochs`` of each seed's config (None when not recorded).
+    diverged: the seeds whose training loss became non-finite before a test accuracy was
+      logged (not in the mean: the cell says how many).
   """
 
   optimizer: str
@@ -46,6 +48,7 @@ class Row(NamedTuple):
   std: float
   epochs: tuple[float, ...]
   planned_epochs: tuple[int | None, ...]
+  diverged: tuple[int, ...] = ()
 
 
 def table_rows(runs: Sequence[runs_lib.Run],
@@ -67,12 +70,18 @@ def table_rows(runs: Sequence[runs_lib.Run],
   notes = []
   rows = []
   for optimizer in sorted(set(by_optimizer) | set(paper), key=style.optimizer_sort_key):
-    finals = []
+    finals, diverged = [], []
     for run in sorted(by_optimizer.get(optimizer, []), key=lambda r: r.seed):
       final = series.final_test_accuracy(run)
       if final is None:
-        notes.append(f"{run.path / runs_lib.METRICS_FILE}: no test_accuracy logged; "
-                     "left out of the table")
+        bad_step = series.divergence_step(run)
+        if bad_step is not None:
+          diverged.append(run.seed)
+          notes.append(f"{run.path / runs_lib.METRICS_FILE}: diverged at step {bad_step} "
+                       "(training loss not finite) before any test accuracy")
+        else:
+          notes.append(f"{run.path / runs_lib.METRICS_FILE}: no test_accuracy logged; "
+                       "left out of the table")
         continue
       finals.append((run, final))
     fractions = [r.seed for r, f in finals if f.stored_fraction]
@@ -90,7 +99,8 @@ def table_rows(runs: Sequence[runs_lib.Run],
         accuracies=tuple(f.percent for _, f in finals),
         mean=mean, std=std,
         epochs=tuple(f.epoch for _, f in finals),
-        planned_epochs=tuple(r.num_epochs for r, _ in finals)))
+        planned_epochs=tuple(r.num_epochs for r, _ in finals),
+        diverged=tuple(diverged)))
     if (optimizer in paper and block_size is not None and optimizer in ("adablock", "mbag", "mbag_n")
         and block_size != PAPER_BLOCK_SIZE):
       notes.append(f"{optimizer}: runs use tau={block_size}, the paper's number is for "
@@ -116,11 +126,19 @@ def _format_epochs(row: Row) -> str:
   return done
 
 
+def _result_cell(row: Row, pm: str) -> str:
+  """Mean ± std of the seeds that finished, and how many diverged ("no runs" when none ran)."""
+  if not row.diverged:
+    return format_mean_std(row.mean, row.std, pm=pm) if row.seeds else "no runs"
+  diverged = f"{len(row.diverged)} of {len(row.seeds) + len(row.diverged)} seeds diverged"
+  return f"{format_mean_std(row.mean, row.std, pm=pm)} ({diverged})" if row.seeds else diverged
+
+
 def _cells(row: Row, pm: str, with_paper: bool) -> list[str]:
   cells = [row.label]
   if with_paper:
     cells.append(format_mean_std(*row.paper, pm=pm) if row.paper else "—")
-  cells.append(format_mean_std(row.mean, row.std, pm=pm) if row.seeds else "no runs")
+  cells.append(_result_cell(row, pm))
   cells.append(str(len(row.seeds)))
   cells.append(", ".join(str(s) for s in row.seeds) or "—")
   cells.append(_format_epochs(row))

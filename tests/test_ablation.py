@@ -139,7 +139,7 @@ def test_one_real_run_writes_its_result_and_drops_checkpoints(tmp_path, monkeypa
   assert not result["diverged"] and result["summary"]["test_accuracy"] == records[-1]["test_accuracy"]
   assert json.loads((workdir / study.RESULT_FILE).read_text())["summary"]["step"] == 2  # 240 / 100
   assert json.loads((workdir / "config.json").read_text())["num_test"] == 60  # 20 % of 300
-  assert not (workdir / "checkpoints").exists() and not (workdir / "tensorboard").exists()
+  assert sorted(p.name for p in workdir.iterdir()) == ["config.json", "metrics.jsonl", "result.json"]
   assert study.read_result(workdir) == json.loads((workdir / study.RESULT_FILE).read_text())
 
 

@@ -451,3 +451,20 @@ def test_health_figure_draws_the_mbag_runs_opt_metrics(tmp_path):
   # without MBAG runs that logged them: said, nothing drawn
   empty = health.build_health_figure([r for r in runs if r.seed == 7], tmp_path / "none")
   assert empty[0].files == [] and "none logged opt/root_error" in empty[0].missing[0]
+
+
+def test_a_diverged_seed_is_shown_as_diverged_not_as_missing(tmp_path):
+  diverged = [{"step": 10, "epoch": 1, "wall_time": 1.0, "train_loss": 2.3},
+              {"step": 20, "epoch": 1, "wall_time": 2.0, "train_loss": float("nan")}]
+  runs = [runs_lib.load_run(write_run(tmp_path / "s0", cifar_config("mbag", 0), diverged)),
+          runs_lib.load_run(write_run(tmp_path / "s1", cifar_config("mbag", 1),
+                                      cifar_records(90.0, False))),
+          runs_lib.load_run(write_run(tmp_path / "a0", cifar_config("adam", 0), diverged))]
+  rows, notes = table.table_rows(runs)
+  by_name = {r.optimizer: r for r in rows}
+  assert by_name["mbag"].diverged == (0,) and by_name["mbag"].seeds == (1,)
+  markdown = table.to_markdown(rows, "t", with_paper=False)
+  assert "| 90.00 ± n/a (1 of 2 seeds diverged) |" in markdown
+  assert "| 1 of 1 seeds diverged |" in markdown and "no runs" not in markdown
+  assert f"{tmp_path / 's0' / runs_lib.METRICS_FILE}: diverged at step 20 (training loss not " \
+         "finite) before any test accuracy" in notes
