@@ -41,7 +41,7 @@ def last_json(text):
 
 def test_data_parallel_run_matches_one_device():
   out = subprocess.run([sys.executable, os.path.join(SCRIPTS, "data_parallel_train.py"),
-                        "mbag", "adam"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                        "mbag", "adam"], capture_output=True, text=True, cwd=ROOT, timeout=600,
                        env=ENV)
   assert out.returncode == 0, out.stderr[-3000:]
   r = last_json(out.stdout)
@@ -78,7 +78,7 @@ def free_port():
     return s.getsockname()[1]
 
 
-def run_processes(num_processes, devices_per_process, timeout=120):
+def run_processes(num_processes, devices_per_process, timeout=300):
   script = os.path.join(SCRIPTS, "multiprocess_mbag.py")
   port = free_port()
   # Output to files, not pipes: a process blocked on a full pipe would stall the others at
@@ -136,7 +136,7 @@ def test_two_processes_match_one_process_on_the_same_number_of_devices():
   assert abs(one["losses"][-1] - one["losses"][0]) > 1e-3
 
 
-def launch(script, args_per_process, logdir, timeout=240):
+def launch(script, args_per_process, logdir, timeout=600):
   """Runs one process of ``script`` per argument list, all at once; ``[(stdout, json), ...]``.
 
   Their output goes to files in ``logdir``: a full pipe would block a process, and with it the
