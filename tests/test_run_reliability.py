@@ -353,6 +353,16 @@ def test_config_and_flag_errors_exit_2_in_one_line(tmp_path, capsys):
   assert not (tmp_path / "none").exists()
 
 
+def test_verbose_adds_the_traceback_under_the_same_line_and_status(tmp_path, capsys):
+  args = ["cifar", DIGITS, "--config.learning_rate=inf", f"--workdir={tmp_path / 'a'}"]
+  assert cifar_main.main(args + ["--verbose"]) == 2
+  err = capsys.readouterr().err
+  assert "Traceback (most recent call last)" in err
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("error: ") and last.endswith("learning_rate must be a finite number > 0, "
+                                                      "got inf"), last
+
+
 def test_the_absl_entry_point_has_no_traceback_for_bad_flags(tmp_path):
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   for flag in ("--config.no_such_field=1", f"--config={tmp_path / 'missing.py'}"):
