@@ -66,16 +66,26 @@ TIMINGS_FILE = "timings.json"
 def _run_job(job: study.Job, data_dir: str | None) -> dict:
   """Trains one run in this (worker) process; writes and returns its ``result.json``."""
   import ml_collections  # pylint: disable=import-outside-toplevel
+  from experiments import errors  # pylint: disable=import-outside-toplevel
   from experiments import train  # pylint: disable=import-outside-toplevel
 
   workdir = pathlib.Path(job.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   config = ml_collections.ConfigDict(json.loads(job.config_json))
+  workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   with open(workdir / "log.txt", "a", encoding="utf-8") as log, \
       contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
     try:
-      summary, diverged = dict(train.run(config, workdir, data_dir).summary), False
+      try:
+        summary, diverged = dict(train.run(config, workdir, data_dir).summary), False
+      except errors.ConfigError as e:
+        # An unfinished run of another config (written by an older version): start it afresh.
+        print(f"{workdir}: restarting an unfinished run ({str(e)[:200]})", flush=True)
+        for sub in ("checkpoints", "tensorboard"):
+          shutil.rmtree(workdir / sub, ignore_errors=True)
+        for name in ("metrics.jsonl", "config.json"):
+          (workdir / name).unlink(missing_ok=True)
+        summary, diverged = dict(train.run(config, workdir, data_dir).summary), False
     except train.NonFiniteError as e:
       summary, diverged = {"error": str(e)}, True
   result = {"summary": summary, "diverged": diverged, "seconds": time.time() - start}

@@ -176,3 +176,26 @@ def test_a_summary_keeps_the_benchmarks_an_earlier_command_wrote(tmp_path):
   path.write_text("[1, 2]")
   with pytest.raises(ValueError, match="not a summary"):
     study.write_summary(path, {}, {}, "third", "cpu")
+
+
+def test_an_unfinished_run_of_another_config_is_started_afresh(tmp_path, monkeypatch):
+  from experiments import errors
+  from experiments import train
+  job = study.make_job(tmp_path, TINY, "final", study.Entry("adam", "adam"), 1e-2, 0, False)
+  workdir = pathlib.Path(job.workdir)
+  (workdir / "checkpoints" / "8").mkdir(parents=True)
+  (workdir / "metrics.jsonl").write_text('{"step": 8}\n')
+  seen = []
+
+  def fake_run(config, directory, data_dir):
+    seen.append(sorted(p.name for p in pathlib.Path(directory).iterdir()))
+    if len(seen) == 1:
+      raise errors.ConfigError("the run in this directory has a different config")
+    return train.RunResult(params=None, model_state={}, summary={"test_accuracy": 0.5},
+                           workdir=directory)
+
+  monkeypatch.setattr(train, "run", fake_run)
+  result = ablation._run_job(job, None)
+  assert seen == [["checkpoints", "log.txt", "metrics.jsonl"], ["log.txt"]]
+  assert result["summary"] == {"test_accuracy": 0.5} and not result["diverged"]
+  assert "restarting an unfinished run" in (workdir / "log.txt").read_text()
