@@ -112,7 +112,7 @@ def test_command_line_selects_preset_and_overrides_fields():
 
 @pytest.mark.parametrize("field,value,message", [
     ("batch_size", 0, "batch_size must be an integer >= 1"),
-    ("learning_rate", -1.0, "learning_rate must be a number > 0"),
+    ("learning_rate", -1.0, "learning_rate must be a finite number > 0, got -1.0"),
     ("lr_decay_epochs", (150, 100), "lr_decay_epochs must be increasing"),
     ("task", "imagenet", "config.task='imagenet' is not a known task"),
 ])

@@ -85,6 +85,6 @@ def test_the_entry_points_main_sets_the_flags_before_running(monkeypatch):
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   seen = {}
   monkeypatch.setattr(cli, "define_flags", lambda config_file: seen.setdefault("file", config_file))
-  monkeypatch.setattr(app, "run", lambda main: seen.setdefault("flags", os.environ["XLA_FLAGS"]))
+  monkeypatch.setattr(app, "run", lambda main, **kw: seen.setdefault("flags", os.environ["XLA_FLAGS"]))
   cli.absl_run("cifar.py")
   assert seen == {"file": "cifar.py", "flags": xla_flags.CPU_SCHEDULER_FLAG}
