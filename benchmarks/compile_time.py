@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import benchmarks
 import mbag
 
 
@@ -66,8 +67,7 @@ def main(argv=None) -> None:
            "machine": platform.processor() or platform.machine()}
     print(json.dumps(row), flush=True)
     if args.json:
-      with open(args.json, "a") as f:
-        f.write(json.dumps(row) + "\n")
+      benchmarks.append_json_lines(args.json, [row])
 
 
 if __name__ == "__main__":

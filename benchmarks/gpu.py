@@ -19,7 +19,6 @@ Every result is one JSON line with the hardware (device kind and count, platform
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ import sys
 
 import jax
 
+import benchmarks
 from benchmarks import step_time
 from benchmarks import update_speed
 from experiments import xla_flags
@@ -104,9 +104,8 @@ def main(argv=None):
   hardware = hardware_info()
   command = " ".join(["python -m benchmarks.gpu", *(sys.argv[1:] if argv is None else argv)])
   records = run(TINY if args.tiny else FULL, tiny=args.tiny)
-  with open(args.out, "a", encoding="utf-8") as f:
-    for r in records:
-      f.write(json.dumps(dict(r, hardware_info=hardware, command=command)) + "\n")
+  benchmarks.append_json_lines(
+      args.out, [dict(r, hardware_info=hardware, command=command) for r in records])
   for r in records:
     if r["benchmark"] == "update_speed":
       print(f"update ({r['model']}): adam {r['adam_update_ms']:.2f} ms, mbag dense "

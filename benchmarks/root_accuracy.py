@@ -9,12 +9,12 @@ Prints a table and, with --json, one JSON line per row.
 """
 
 import argparse
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import benchmarks
 from benchmarks import sherman_morrison_drift
 from mbag import linalg
 
@@ -73,9 +73,7 @@ def main():
           f"{r['max_rel_error']:>10.2e}{r['worst_direction_ratio']:>11.3g}{r['max_residual']:>11.2e}"
           f"{r['max_root_error']:>11.2e}")
   if args.json:
-    with open(args.json, "a") as f:
-      for r in rows:
-        f.write(json.dumps(r) + "\n")
+    benchmarks.append_json_lines(args.json, rows)
 
 
 if __name__ == "__main__":

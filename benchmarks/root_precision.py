@@ -12,12 +12,12 @@ storage alone, ``|R_stored g - R_32 g| / |R_32 g|``. Prints a table; ``--json`` 
 """
 
 import argparse
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import benchmarks
 from benchmarks import root_accuracy
 from mbag import linalg
 
@@ -70,9 +70,7 @@ def main(argv=None):
     print(f"{r['case']:<32}{r['storage']:<20}{r['median_rel_error']:>10.2e}{r['max_rel_error']:>10.2e}"
           f"{r['median_storage_error']:>11.2e}{r['max_storage_error']:>11.2e}{r['min_cosine']:>12.8f}")
   if args.json:
-    with open(args.json, "a") as f:
-      for r in rows:
-        f.write(json.dumps(r) + "\n")
+    benchmarks.append_json_lines(args.json, rows)
 
 
 if __name__ == "__main__":

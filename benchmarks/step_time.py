@@ -24,7 +24,6 @@ parameter) and, with ``--json``, appends one JSON line per optimizer.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -34,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import benchmarks
 from experiments import models
 from experiments import optimizers as optimizers_lib
 from experiments import tasks
@@ -175,9 +175,7 @@ def main(argv=None):
           f"{r['warm_up_seconds']:>10.1f}")
   if args.json:
     command = " ".join(["python -m benchmarks.step_time", *(sys.argv[1:] if argv is None else argv)])
-    with open(args.json, "a", encoding="utf-8") as f:
-      for r in records:
-        f.write(json.dumps(dict(r, command=command)) + "\n")
+    benchmarks.append_json_lines(args.json, [dict(r, command=command) for r in records])
 
 
 if __name__ == "__main__":

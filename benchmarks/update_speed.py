@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import platform
 import statistics
 import sys
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import benchmarks
 import mbag
 from experiments import xla_flags
 from mbag._src import partition
@@ -222,8 +222,7 @@ def main(argv=None):
   for k, v in results.items():
     print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
   if args.json:
-    with open(args.json, "a") as f:
-      f.write(json.dumps(results) + "\n")
+    benchmarks.append_json_lines(args.json, [results])
 
 
 if __name__ == "__main__":
