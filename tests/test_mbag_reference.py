@@ -131,12 +131,10 @@ def test_dense_and_conv_kernel_grouping():
   tx = mbag.mbag(LR, block_size=2, initial_accumulator_value=LAM, momentum=MOM, root_interval=1,
                  root_method="eigh", **F64)
   ups, _ = run_jax(tx, {"dense": np.zeros(dense), "conv": np.zeros(conv)}, grads)
-  # Flatten as [conv, dense] (tree order: keys sorted) in row-major order.
+  # Flatten as [conv, dense] (tree order: keys sorted) in row-major order: the 9 taps of each
+  # (c_in, c_out), then 2 consecutive inputs of each output.
   n_conv = int(np.prod(conv))
-  dense_idx = np.arange(12).reshape(dense)
-  conv_idx = np.arange(n_conv).reshape(conv)
-  groups = [conv_idx[:, :, ci, co].reshape(-1) for ci in range(2) for co in range(3)]
-  groups += [n_conv + dense_idx[i:i + 2, j] for j in range(3) for i in (0, 2)]
+  groups = reference.axis_groups(conv, (0, 1), 9) + reference.axis_groups(dense, (0,), 2, n_conv)
   flat_grads = [np.concatenate([g["conv"].reshape(-1), g["dense"].reshape(-1)]) for g in grads]
   ref = reference.run_mbag(flat_grads, groups, lam=LAM, momentum=MOM, lr=LR, root_interval=1)
   got = [np.concatenate([flat(u["conv"]), flat(u["dense"])]) for u in ups]

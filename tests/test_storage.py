@@ -123,9 +123,7 @@ def test_symmetric_conv_and_dense_kernels_match_reference():
                  root_method="eigh", **F64, **SYM)
   ups, _ = run_jax(tx, {"dense": np.zeros(dense), "conv": np.zeros(conv)}, grads)
   n_conv = int(np.prod(conv))
-  conv_idx, dense_idx = np.arange(n_conv).reshape(conv), np.arange(12).reshape(dense)
-  groups = [conv_idx[:, :, ci, co].reshape(-1) for ci in range(2) for co in range(3)]
-  groups += [n_conv + dense_idx[i:i + 2, j] for j in range(3) for i in (0, 2)]
+  groups = reference.axis_groups(conv, (0, 1), 9) + reference.axis_groups(dense, (0,), 2, n_conv)
   flat_grads = [np.concatenate([g["conv"].reshape(-1), g["dense"].reshape(-1)]) for g in grads]
   ref = reference.run_mbag(flat_grads, groups, lam=LAM, momentum=MOM, lr=LR, root_interval=2)
   got = [np.concatenate([flat(u["conv"]), flat(u["dense"])]) for u in ups]
