@@ -59,12 +59,8 @@ def build_figure3(runs: Sequence[runs_lib.Run], out_dir: pathlib.Path) -> list[r
   if not runs:
     return [report.Product(title="Figure 3", missing=[
         f"no autoencoder runs (task '{TASK}'): none of {', '.join(PAPER_DATASETS)}"])]
-  presets: dict[str, list[runs_lib.Run]] = {}
-  for run in runs:
-    presets.setdefault(run.preset, []).append(run)
   products = []
-  for preset, group in sorted(presets.items()):
-    hardware = "; ".join(sorted({r.hardware for r in group}))
+  for preset, group, hardware in runs_lib.group_by_preset(runs):
     product = report.Product(title=f"Figure 3 (autoencoders, preset {preset})")
     with style.context():
       fig, missing_metrics = plot_figure3(

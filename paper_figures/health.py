@@ -65,12 +65,8 @@ def build_health_figure(runs: Sequence[runs_lib.Run], out_dir: pathlib.Path) -> 
               f"{len(mbag_runs)} MBAG run(s), none logged {' or '.join(METRICS)} (written by "
               f"the training loop since it logs the optimizer's own metrics)")
     return [report.Product(title="MBAG numerical health", missing=[reason])]
-  presets: dict[str, list[runs_lib.Run]] = {}
-  for run in logged:
-    presets.setdefault(run.preset, []).append(run)
   products = []
-  for preset, group in sorted(presets.items()):
-    hardware = "; ".join(sorted({r.hardware for r in group}))
+  for preset, group, hardware in runs_lib.group_by_preset(logged):
     product = report.Product(title=f"MBAG numerical health (preset {preset})")
     with style.context():
       fig = plot_health(group, f"MBAG root error and Sherman-Morrison denominator, preset "

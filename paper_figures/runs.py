@@ -125,6 +125,15 @@ def describe_hardware(value: Any) -> str:
   return str(value)
 
 
+def group_by_preset(runs: Sequence[Run]) -> list[tuple[str, list[Run], str]]:
+  """``(preset, its runs, their hardware joined by "; ")`` per preset, sorted by preset."""
+  presets: dict[str, list[Run]] = {}
+  for run in runs:
+    presets.setdefault(run.preset, []).append(run)
+  return [(preset, group, "; ".join(sorted({r.hardware for r in group})))
+          for preset, group in sorted(presets.items())]
+
+
 def _is_number(value: Any) -> bool:
   return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
