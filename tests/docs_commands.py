@@ -55,6 +55,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "theory.verify": ["--quick", "--problems", "quadratic"],
     "paper_figures": [],
     "benchmarks.update_speed": ["--repeats", "1"],
+    "benchmarks.kernels": ["--repeats", "1", "--blocks", "100x9"],
     "benchmarks.compile_time": ["--repeats", "1", "--leaves", "4"],
     "benchmarks.step_time": ["--steps", "2", "--rounds", "1", "--optimizers", "adam,mbag",
                              "--depth", "8", "--batch", "8"],
