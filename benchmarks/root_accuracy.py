@@ -3,6 +3,8 @@
 Builds H = (lambda I + sum g g^T)^{-1} for 9x9 and 32x32 blocks from the gradient stream of
 benchmarks.sherman_morrison_drift (t steps), and a nearly rank-one case, then compares the
 Newton-Schulz square root (fixed steps, and with a tolerance) to the exact float64 root.
+Each case is also run in the form MBAG-EMA (Algorithm 2) uses: the same root ``H^{1/2} = G^{-1/2}``
+as the inverse-root output of Newton-Schulz run on ``G = H^{-1}`` (``form`` "G" in the rows).
 Prints a table and, with --json, one JSON line per row.
 
   python -m benchmarks.root_accuracy [--t 1000] [--json out.jsonl]
@@ -40,15 +42,22 @@ def exact_sqrt(H):
   return (V * np.sqrt(w)[:, None, :]) @ np.swapaxes(V, 1, 2)
 
 
-def row(name, H, **kw):
+def row(name, H, form="H", **kw):
+  """Errors of ``H^{1/2}`` computed from H (``form="H"``, Algorithm 1) or as ``G^{-1/2}`` from
+  ``G = H^{-1}`` (``form="G"``, the inverse root of Algorithm 2), against the exact float64 root."""
   ref = exact_sqrt(H)
-  root, info = linalg.matrix_root(jnp.asarray(H, jnp.float32), "sqrt", **kw)
+  if form == "H":
+    root, info = linalg.matrix_root(jnp.asarray(H, jnp.float32), "sqrt", **kw)
+  else:
+    G = np.linalg.inv(H)
+    root, info = linalg.matrix_root(jnp.asarray(0.5 * (G + np.swapaxes(G, 1, 2)), jnp.float32),
+                                    "inv_sqrt", **kw)
   root = np.asarray(root, np.float64)
   rel = np.linalg.norm(root - ref, axis=(1, 2)) / np.linalg.norm(ref, axis=(1, 2))
   # Worst direction: the root's error along each eigenvector, relative to the exact value there.
   w, V = np.linalg.eigh(H)
   along = np.einsum("nik,nij,njk->nk", V, root, V) / np.sqrt(w)
-  return {"case": name, **{k: v for k, v in kw.items()}, "steps": int(info.steps),
+  return {"case": name, "form": form, **{k: v for k, v in kw.items()}, "steps": int(info.steps),
           "mean_rel_error": float(rel.mean()), "max_rel_error": float(rel.max()),
           "worst_direction_ratio": float(along.min()),
           "max_residual": float(np.max(info.residual)), "max_root_error": float(np.max(info.relative_error))}
@@ -64,12 +73,12 @@ def main():
            ("rank-one b=9", rank_one_H(9))]
   settings = [dict(num_steps=5), dict(num_steps=7), dict(num_steps=10), dict(num_steps=20),
               dict(tolerance=1e-3), dict(tolerance=1e-5)]
-  rows = [row(name, H, **s) for name, H in cases for s in settings]
-  print(f"{'case':<22}{'setting':<18}{'steps':>6}{'mean err':>11}{'max err':>10}"
+  rows = [row(name, H, form, **s) for name, H in cases for form in ("H", "G") for s in settings]
+  print(f"{'case':<22}{'form':<6}{'setting':<18}{'steps':>6}{'mean err':>11}{'max err':>10}"
         f"{'worst dir':>11}{'residual':>11}{'root_error':>11}")
   for r in rows:
     setting = f"tol={r['tolerance']:g}" if "tolerance" in r else f"steps={r['num_steps']}"
-    print(f"{r['case']:<22}{setting:<18}{r['steps']:>6}{r['mean_rel_error']:>11.2e}"
+    print(f"{r['case']:<22}{r['form']:<6}{setting:<18}{r['steps']:>6}{r['mean_rel_error']:>11.2e}"
           f"{r['max_rel_error']:>10.2e}{r['worst_direction_ratio']:>11.3g}{r['max_residual']:>11.2e}"
           f"{r['max_root_error']:>11.2e}")
   if args.json:
