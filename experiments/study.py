@@ -118,9 +118,13 @@ def variants(config) -> list[Entry]:
     if tau != mbag.block_size:
       add("tau", "mbag", block_size=tau)
   add("momentum", "mbag", momentum=0.0)
+  add("storage", "mbag", root_dtype="bfloat16")  # the root kept in bfloat16 (docs/performance.md)
   add("grouping", "mbag", grouping="diagonal_vectors")
   for decay in (0.9, 0.999):
     add("EMA decay", "mbag_ema", decay=decay)
+  # Algorithm 2's inverse root is far less accurate than Algorithm 1's root at a fixed number of
+  # Newton-Schulz steps (benchmarks.root_accuracy, form "G"): does an accurate one change it?
+  add("root", "mbag_ema", newton_schulz_tolerance=1e-3)
   return out
 
 

@@ -24,7 +24,7 @@ METRIC_LABELS = {"test_accuracy": "test accuracy (%)", "test_loss": "test loss",
                  "train_loss": "training loss", "test_squared_error": "test squared error",
                  "test_bce_per_pixel": "test BCE per pixel"}
 GROUP_ORDER = ("baseline", "lambda", "T_sqr", "root", "warm-up", "tau", "momentum", "grouping",
-               "EMA decay")
+               "storage", "EMA decay")
 
 
 def _rows(part: dict[str, Any], metric: str) -> list[tuple[str, str, dict[str, Any], float]]:
