@@ -6,7 +6,8 @@ Protocol (``python -m experiments.ablation``; README "What matters in MBAG"):
    Shampoo, AdaBlock, their ``*_paper`` variants, MBAG, MBAG-N, MBAG-EMA -- runs at its
    defaults on a window of ``window`` learning rates of :data:`LR_GRID` (1-3-10 steps)
    centred on the benchmark config's rate; when the best is at an edge of the window,
-   the window grows by one step on that side (at most :data:`MAX_EXTENSIONS` times). The
+   the window grows by one step on that side, and when every rate diverged, by one step
+   down (at most :data:`MAX_EXTENSIONS` times in all). The
    validation split is ``<data set>-val`` (the last 20 % of the training set as the test
    set, :func:`experiments.data.validation_split`); the score is the benchmark's
    ``select`` metric of the final record.
@@ -295,15 +296,20 @@ def plan_counts(config, window_size: int, seeds: int, spot_check: bool = True) -
 
 def iter_tuning_rates(config_lr: float, size: int, scores: Mapping[float, float]
                       ) -> Iterable[list[float]]:
-  """The window, then one extension at a time while the best is at an edge (see the module docstring)."""
+  """The window, then one extension at a time while the best is at an edge, or one step down
+  while every rate diverged (see the module docstring)."""
   rates = window(config_lr, size)
   yield rates
   for _ in range(MAX_EXTENSIONS):
     best = best_lr({lr: scores.get(lr, math.inf) for lr in rates})
-    if best is None:
-      return
-    i = grid_index(best)
     lo, hi = grid_index(rates[0]), grid_index(rates[-1])
+    if best is None:  # every rate diverged: look one step lower
+      if lo == 0:
+        return
+      rates = [LR_GRID[lo - 1]] + rates
+      yield rates
+      continue
+    i = grid_index(best)
     if i == lo and lo > 0:
       rates = [LR_GRID[lo - 1]] + rates
     elif i == hi and hi < len(LR_GRID) - 1:

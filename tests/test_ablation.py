@@ -31,6 +31,19 @@ def test_window_grows_while_the_best_is_at_an_edge():
   assert next(rounds, None) is None  # now inside: done
 
 
+def test_window_grows_down_while_every_rate_diverges():
+  scores = {1e-3: math.inf, 3e-3: math.inf, 1e-2: math.inf}
+  rounds = study.iter_tuning_rates(3e-3, 3, scores)
+  assert next(rounds) == [1e-3, 3e-3, 1e-2]
+  assert next(rounds) == [3e-4, 1e-3, 3e-3, 1e-2]  # all diverged: one step down
+  scores[3e-4] = math.inf
+  assert next(rounds) == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+  scores[1e-4] = math.inf
+  assert next(rounds, None) is None  # MAX_EXTENSIONS reached
+  low = study.iter_tuning_rates(1e-5, 3, {1e-5: math.inf, 3e-5: math.inf, 1e-4: math.inf})
+  assert next(low) == [1e-5, 3e-5, 1e-4] and next(low, None) is None  # nothing lower on the grid
+
+
 def test_score_orients_the_metric_and_divergence_is_worst():
   result = {"summary": {"test_accuracy": 0.9}, "diverged": False}
   assert study.score(result, TINY) == -0.9
