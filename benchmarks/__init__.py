@@ -1,3 +1,12 @@
+"""Benchmarks: scripts that print ratios measured side by side in one process."""
+
+
+def hardware() -> str:
+  """The first JAX device and the host CPU, e.g. ``"cpu (cpu), x86_64"`` (the results' field)."""
+  import platform  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  device = jax.devices()[0]
+  return f"{device.device_kind} ({device.platform}), {platform.processor() or platform.machine()}"
 
 
 def append_json_lines(path, records) -> None:

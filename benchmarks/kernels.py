@@ -7,8 +7,9 @@ dense blocks at tau = 32), in one process and interleaved round by round, the me
 
 * ``copy``: a read+write pass over ``n b^2`` float32 (one block matrix per block, state-sized);
 * ``adam``: a flat Adam update of ``n b`` parameters (the first-order cost of the same parameters);
-* ``sherman_morrison``: ``u = H g``, ``w = u / sqrt(1 + g^T u)``, ``H - w w^T`` (Algorithm 1's
-  steady statistics update; the minimum traffic is one read and one write of H);
+* ``sherman_morrison``: :func:`mbag.linalg.sherman_morrison`, ``u = H g``,
+  ``w = u / sqrt(1 + g^T u)``, ``H - w w^T`` with its non-finite guard (Algorithm 1's steady
+  statistics update; the minimum traffic is two reads and one write of H);
 * ``rank_one_add``: ``G + g g^T`` (one read and one write: what keeping G instead of H costs);
 * ``matvec``: ``R g`` (one read of the root: the steady step's direction);
 * ``matmul``: ``A @ B`` of the batch, with its GFLOP/s (a Newton-Schulz iteration is 3 of them);
@@ -24,7 +25,6 @@ before anything is timed.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -50,14 +50,13 @@ def parse_blocks(spec: str) -> tuple[int, int]:
   return n, b
 
 
-def sherman_morrison(H, g):
-  u = jnp.einsum("nij,nj->ni", H, g)
-  w = u * jax.lax.rsqrt(1.0 + jnp.sum(u * g, axis=-1))[:, None]
-  return H - w[:, :, None] * w[:, None, :]
+# The library's kernel (guarded, as the steady update runs it); a module name so a test can swap it.
+sherman_morrison = linalg.sherman_morrison
 
 
 def kernels(n: int, b: int) -> dict:
-  """name -> (jitted function, argument builder); arguments are rebuilt only for donation."""
+  """name -> a callable running that kernel once on this bucket shape; the ones that update state
+  (copy, adam, sherman_morrison, rank_one_add) donate it and keep the result for the next call."""
   key = jax.random.PRNGKey(0)
   A = 0.1 * jax.random.normal(key, (n, b, b))
   spd = jnp.eye(b) + A @ jnp.swapaxes(A, -1, -2) / b
@@ -127,11 +126,8 @@ def measure(n: int, b: int, repeats: int) -> dict:
       jax.block_until_ready(f())
       times[name].append(time.perf_counter() - start)
   med = {name: statistics.median(t) for name, t in times.items()}
-  device = jax.devices()[0]
   record = {"benchmark": "kernels", "blocks": n, "block_size": b,
-            "state_bytes": 4 * n * b * b, "repeats": repeats,
-            "hardware": f"{device.device_kind} ({device.platform}), "
-                        f"{platform.processor() or platform.machine()}",
+            "state_bytes": 4 * n * b * b, "repeats": repeats, "hardware": benchmarks.hardware(),
             "jax": jax.__version__, "sherman_morrison_relative_error": err}
   for name, t in med.items():
     record[f"{name}_ms"] = 1e3 * t

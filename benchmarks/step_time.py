@@ -24,7 +24,6 @@ parameter) and, with ``--json``, appends one JSON line per optimizer.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -117,11 +116,6 @@ def build_steps(args):
   return runners, f"{what}, {num_params:,} parameters, batch {args.batch}", bytes_per_param
 
 
-def hardware() -> str:
-  device = jax.devices()[0]
-  return f"{device.device_kind} ({device.platform}), {platform.processor() or platform.machine()}"
-
-
 def measure(args) -> list[dict]:
   """One record per optimizer: seconds per step (median over rounds), ratio to Adam, state bytes."""
   runners, what, bytes_per_param = build_steps(args)
@@ -141,7 +135,7 @@ def measure(args) -> list[dict]:
            "seconds_per_step": median[name], "ratio_to_adam": median[name] / median["adam"],
            "state_bytes_per_param": bytes_per_param[name], "warm_up_seconds": compile_times[name],
            "all_rounds": times[name], "steps_per_window": args.steps, "rounds": args.rounds,
-           "hardware": hardware(), "jax_version": jax.__version__} for name in runners]
+           "hardware": benchmarks.hardware(), "jax_version": jax.__version__} for name in runners]
 
 
 def parse_args(argv=None):
