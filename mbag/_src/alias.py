@@ -36,6 +36,7 @@ def mbag(
     shard_blocks: sharding.ShardBlocks = None,
     storage: storage_lib.Storage = "dense",
     root_dtype=None,
+    root_chunk_size: int | None = None,
 ) -> optax.GradientTransformation:
   r"""MBAG (Algorithm 1): mini-block full-matrix AdaGrad with heavy-ball momentum.
 
@@ -53,10 +54,11 @@ def mbag(
     newton_schulz_steps: T_NS.
     root_method: "newton_schulz" or "eigh".
     newton_schulz_tolerance, newton_schulz_max_steps, root_warmup_steps, dimension_numbers,
-    grouping, fuse_blocks, statistics_dtype, shard_blocks, storage, root_dtype: see
-      :func:`scale_by_mbag` (``shard_blocks="data"``: the statistics and roots sharded over the
-      data axis; ``storage="symmetric"``: only the upper triangles of H and its root are kept;
-      ``root_dtype="bfloat16"``: the root in bfloat16).
+    grouping, fuse_blocks, statistics_dtype, shard_blocks, storage, root_dtype, root_chunk_size:
+      see :func:`scale_by_mbag` (``shard_blocks="data"``: the statistics and roots sharded over
+      the data axis; ``storage="symmetric"``: only the upper triangles of H and its root are
+      kept; ``root_dtype="bfloat16"``: the root in bfloat16; ``root_chunk_size``: blocks per
+      chunk of the root computation).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -80,7 +82,7 @@ def mbag(
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
       dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
       statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage,
-      root_dtype=root_dtype)
+      root_dtype=root_dtype, root_chunk_size=root_chunk_size)
   return _with_momentum(pre, learning_rate, momentum)
 
 
@@ -104,6 +106,7 @@ def mbag_ema(
     shard_blocks: sharding.ShardBlocks = None,
     storage: storage_lib.Storage = "dense",
     root_dtype=None,
+    root_chunk_size: int | None = None,
 ) -> optax.GradientTransformation:
   r"""MBAG-EMA (Algorithm 2): ``v_t = beta v_{t-1} + G_t^{-1/2} g_t`` with an EMA statistic.
 
@@ -119,7 +122,7 @@ def mbag_ema(
       newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
       dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
       statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage,
-      root_dtype=root_dtype)
+      root_dtype=root_dtype, root_chunk_size=root_chunk_size)
   return _with_momentum(pre, learning_rate, momentum)
 
 

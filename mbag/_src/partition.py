@@ -60,7 +60,7 @@ def check_spec(spec: BlockSpec, shape: Sequence[int], where: str) -> None:
     raise ValueError(f"{where}: row_size {spec.row_size} does not divide the leaf size {size}")
 
 
-def _explicit_spec(x: Array) -> tuple | None:
+def explicit_spec(x: Array) -> tuple | None:
   """The PartitionSpec of x if it is sharded in explicit mode along some axis, else None."""
   sharding = getattr(jax.typeof(x), "sharding", None)
   spec = getattr(sharding, "spec", None)
@@ -90,7 +90,7 @@ def _block_axis(permuted_spec: tuple, permuted_shape: tuple, row_size: int):
 
 def block_axis_sharding(x: Array, spec: BlockSpec):
   """``(ok, axis)``: whether x's explicit sharding survives cutting, and the block axis's mesh axis."""
-  leaf_spec = _explicit_spec(x)
+  leaf_spec = explicit_spec(x)
   if leaf_spec is None:
     return True, None
   permuted = tuple(leaf_spec[a] for a in spec.perm)
@@ -102,7 +102,7 @@ def block_axis_sharding(x: Array, spec: BlockSpec):
 def like_blocks(matrices: Array, blocks: Array) -> Array:
   """Gives ``[n, ...]`` matrices (dense or packed) the block-axis sharding of ``[n, b]`` blocks
   (explicit mode)."""
-  spec = _explicit_spec(blocks)
+  spec = explicit_spec(blocks)
   if spec is None:
     return matrices
   return jax.sharding.reshard(
@@ -110,7 +110,7 @@ def like_blocks(matrices: Array, blocks: Array) -> Array:
 
 
 def _reshape(x: Array, shape, axis) -> Array:
-  if axis is None and _explicit_spec(x) is None:
+  if axis is None and explicit_spec(x) is None:
     return x.reshape(shape)
   shape = tuple(shape)
   if -1 in shape:
@@ -139,7 +139,7 @@ def to_blocks(x: Array, spec: BlockSpec) -> Array:
 
 def from_blocks(blocks: Array, spec: BlockSpec, shape: Sequence[int]) -> Array:
   """Inverse of :func:`to_blocks`: drops the padding and restores ``shape``."""
-  block_spec = _explicit_spec(blocks)
+  block_spec = explicit_spec(blocks)
   axis = block_spec[0] if block_spec is not None else None
   padded_row = spec.row_size + (-spec.row_size % spec.block_size)
   rows = _reshape(blocks, (-1, padded_row), axis)[:, : spec.row_size]
@@ -282,7 +282,7 @@ def buckets_to_tree(buckets: Sequence[Array], layout: Layout, like: Any) -> Any:
   leaves, treedef = jax.tree_util.tree_flatten(like)
   out: list[Any] = [jnp.zeros(np.shape(l), getattr(l, "dtype", jnp.float32)) for l in leaves]
   for blocks, bucket in zip(buckets, layout.buckets):
-    shared = len(bucket) > 1 and _explicit_spec(blocks) is None
+    shared = len(bucket) > 1 and explicit_spec(blocks) is None
     flat = blocks.reshape(-1) if shared else None
     start = 0
     for i in bucket:
