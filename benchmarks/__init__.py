@@ -2,11 +2,15 @@
 
 
 def hardware() -> str:
-  """The first JAX device and the host CPU, e.g. ``"cpu (cpu), x86_64"`` (the results' field)."""
+  """The first JAX device and the host CPU, e.g. ``"cpu (cpu), x86_64"`` (the results' field);
+  ``", freed memory kept"`` is appended when :func:`experiments.xla_flags.keep_freed_memory`
+  took effect in this process."""
   import platform  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
+  from experiments import xla_flags  # pylint: disable=import-outside-toplevel
   device = jax.devices()[0]
-  return f"{device.device_kind} ({device.platform}), {platform.processor() or platform.machine()}"
+  kept = ", freed memory kept" if xla_flags.freed_memory_kept() else ""
+  return f"{device.device_kind} ({device.platform}), {platform.processor() or platform.machine()}{kept}"
 
 
 def append_json_lines(path, records) -> None:

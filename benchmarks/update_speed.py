@@ -161,7 +161,8 @@ def measure(params, repeats: int, root_interval: int, *, with_layouts: bool = Tr
   (``storages``: which of :data:`STORAGES`; "default" is always measured)."""
   n = num_params(params)
   results = {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-             "machine": platform.processor() or platform.machine(), "num_params": n,
+             "machine": platform.processor() or platform.machine(),
+             "hardware": benchmarks.hardware(), "num_params": n,
              "jax": jax.__version__, "repeats": repeats}
   txs = baselines() if with_baselines else {"adam": optax.adam(1e-3)}
   variants = {tag: (kw, None, False) for tag, kw in STORAGES.items()

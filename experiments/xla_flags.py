@@ -7,21 +7,66 @@ concurrency-optimised scheduler (all XLA threads idle, the step never completes)
 they complete. It changes nothing on GPUs. XLA reads ``XLA_FLAGS`` once, when the backend starts
 (the first computation), so the entry points call :func:`set_entry_point_flags` in their
 ``__main__`` block; later calls have no effect on a running backend.
+
+:func:`keep_freed_memory` (called by :func:`set_entry_point_flags` too) stops glibc from handing
+freed buffers of up to 32 MiB back to the kernel. XLA:CPU allocates a program's temporary buffer
+afresh at every execution; glibc serves a large allocation from a new ``mmap`` (or trims the heap
+after freeing it), so every step pays a page fault per 4 KiB page it touches. Measured on the
+ResNet-56 tree (docs/performance.md): MBAG's steady update took 3,400-4,200 page faults and
+8-13 ms more per step from this alone, in some processes and not in others (glibc's threshold
+adapts to what was freed before). Set ``MBAG_KEEP_FREED_MEMORY=0`` to leave glibc's defaults.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from typing import MutableMapping
 
 CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
+# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts (64-bit).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 2**31 - 1
+_kept = False
+
+
+def freed_memory_kept() -> bool:
+  """Whether :func:`keep_freed_memory` took effect in this process (benchmarks record it)."""
+  return _kept
+
+
+def keep_freed_memory(environ: MutableMapping[str, str] = os.environ) -> bool:
+  """Serves allocations below 32 MiB from glibc's heap and never trims it (``mallopt``).
+
+  Returns whether the setting took effect: False where the C library is not glibc, or when
+  ``MBAG_KEEP_FREED_MEMORY=0``. The cost is memory that the process keeps instead of returning
+  (at most what it once held); allocations of 32 MiB and more are unaffected.
+  """
+  if environ.get("MBAG_KEEP_FREED_MEMORY", "1") == "0":
+    return False
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt)
+    return False
+  mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+  global _kept
+  _kept = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+      mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+  return _kept
+
+
 def set_entry_point_flags(environ: MutableMapping[str, str] = os.environ) -> str:
-  """Appends :data:`CPU_SCHEDULER_FLAG` to ``XLA_FLAGS`` unless it names that flag already.
+  """Appends :data:`CPU_SCHEDULER_FLAG` to ``XLA_FLAGS`` unless it names that flag already,
+  and calls :func:`keep_freed_memory`.
 
   A value the user set for the flag is kept. Returns the resulting ``XLA_FLAGS``.
   """
+  keep_freed_memory(environ)
   flags = environ.get("XLA_FLAGS", "")
   name = CPU_SCHEDULER_FLAG.split("=", 1)[0]
   if name not in flags:

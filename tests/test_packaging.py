@@ -88,3 +88,18 @@ def test_the_entry_points_main_sets_the_flags_before_running(monkeypatch):
   monkeypatch.setattr(app, "run", lambda main, **kw: seen.setdefault("flags", os.environ["XLA_FLAGS"]))
   cli.absl_run("cifar.py")
   assert seen == {"file": "cifar.py", "flags": xla_flags.CPU_SCHEDULER_FLAG}
+
+
+def test_keep_freed_memory_sets_glibc_and_can_be_turned_off(monkeypatch):
+  """On glibc the mallopt calls succeed (a wrong parameter number or value makes mallopt return 0);
+  MBAG_KEEP_FREED_MEMORY=0 leaves the allocator alone and says so."""
+  import ctypes.util  # pylint: disable=import-outside-toplevel
+  import platform  # pylint: disable=import-outside-toplevel
+  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    pytest.skip("glibc only")
+  assert ctypes.util.find_library("c")
+  monkeypatch.setattr(xla_flags, "_kept", False)
+  assert xla_flags.keep_freed_memory({"MBAG_KEEP_FREED_MEMORY": "0"}) is False
+  assert xla_flags.freed_memory_kept() is False
+  assert xla_flags.keep_freed_memory({}) is True
+  assert xla_flags.freed_memory_kept() is True
