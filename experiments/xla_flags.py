@@ -9,9 +9,9 @@ they complete. It changes nothing on GPUs. XLA reads ``XLA_FLAGS`` once, when th
 ``__main__`` block; later calls have no effect on a running backend.
 
 :func:`keep_freed_memory` (called by :func:`set_entry_point_flags` too) stops glibc from handing
-freed buffers of up to 32 MiB back to the kernel. XLA:CPU allocates a program's temporary buffer
-afresh at every execution; glibc serves a large allocation from a new ``mmap`` (or trims the heap
-after freeing it), so every step pays a page fault per 4 KiB page it touches. Measured on the
+freed buffers back to the kernel. XLA:CPU allocates a program's temporary buffer afresh at every
+execution; glibc serves a large allocation from a new ``mmap`` (or trims the heap after freeing
+it), so every step pays a page fault per 4 KiB page it touches. Measured on the
 ResNet-56 tree (docs/performance.md): MBAG's steady update took 3,400-4,200 page faults and
 8-13 ms more per step from this alone, in some processes and not in others (glibc's threshold
 adapts to what was freed before). Set ``MBAG_KEEP_FREED_MEMORY=0`` to leave glibc's defaults.
@@ -27,9 +27,8 @@ from typing import MutableMapping
 CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
-# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts (64-bit).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD = 32 << 20
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 TRIM_THRESHOLD = 2**31 - 1
 _kept = False
 
@@ -40,11 +39,13 @@ def freed_memory_kept() -> bool:
 
 
 def keep_freed_memory(environ: MutableMapping[str, str] = os.environ) -> bool:
-  """Serves allocations below 32 MiB from glibc's heap and never trims it (``mallopt``).
+  """Serves allocations from glibc's heap instead of fresh ``mmap`` regions, and never trims the
+  heap (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``).
 
   Returns whether the setting took effect: False where the C library is not glibc, or when
   ``MBAG_KEEP_FREED_MEMORY=0``. The cost is memory that the process keeps instead of returning
-  (at most what it once held); allocations of 32 MiB and more are unaffected.
+  it (at most what it once held at a time). glibc still maps an allocation that a thread's own
+  arena (64 MiB heaps) cannot hold.
   """
   if environ.get("MBAG_KEEP_FREED_MEMORY", "1") == "0":
     return False
@@ -55,8 +56,7 @@ def keep_freed_memory(environ: MutableMapping[str, str] = os.environ) -> bool:
     return False
   mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
   global _kept
-  _kept = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-      mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+  _kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
   return _kept
 
 
