@@ -60,7 +60,8 @@ def test_shard_blocks_shards_the_state_of_replicated_params():
   # Block counts 8, 1024, 320, 30, 2: the last two are padded with zero blocks to 32 and 8.
   assert r["single_rows"] == [8, 1024, 320, 30, 2]
   for name, spec in (("explicit", "P('d', None, None)"), ("auto", "P('d',)"),
-                     ("two_axes", "P(('d', 'm'), None, None)")):
+                     ("two_axes", "P(('d', 'm'), None, None)"),
+                     ("explicit_chunked", "P('d', None, None)"), ("auto_chunked", "P('d',)")):
     case = r[name]
     assert case["stats_rows"] == [8, 1024, 320, 32, 8], name
     assert case["stats_specs"] == [spec] * 5, name
