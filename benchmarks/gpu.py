@@ -38,7 +38,8 @@ FULL = {
         dict(task="cifar", depth=56, batch=128, steps=50, rounds=3,
              optimizers=["adam", "adagrad", "kfac", "shampoo", *MBAG_STORAGES]),
         dict(task="autoencoder", dataset="curves", batch=512, steps=50, rounds=3,
-             optimizers=["adam", "adagrad", "kfac", "shampoo", *MBAG_STORAGES]),
+             optimizers=["adam", "adagrad", "kfac", "shampoo", *MBAG_STORAGES,
+                         "mbag/whole_roots"]),  # the accelerators' default chunks vs none
     ],
 }
 # A test on CPU: the same code paths on a ResNet-8 tree and the 64-input digits autoencoder,

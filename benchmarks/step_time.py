@@ -15,7 +15,8 @@ period per optimizer before timing (kfac-jax compiles one program per kind of
 step).
 
 MBAG's storage options are named ``<optimizer>/<variant>`` (``mbag/symmetric``,
-``mbag/symmetric_bf16``, see :data:`VARIANTS`): the same optimizer with those keyword arguments.
+``mbag/symmetric_bf16``, ``mbag/whole_roots``, see :data:`VARIANTS`): the same optimizer with those
+keyword arguments.
 
 Prints a table (seconds per step, ratio to Adam, bytes of optimizer state per
 parameter) and, with ``--json``, appends one JSON line per optimizer.
@@ -73,6 +74,8 @@ SETUPS = {"cifar": _cifar_setup, "autoencoder": _autoencoder_setup}
 VARIANTS = {
     "symmetric": {"storage": "symmetric"},
     "symmetric_bf16": {"storage": "symmetric", "root_dtype": "bfloat16"},
+    # every bucket's roots at once instead of the default chunks (root_chunk_size)
+    "whole_roots": {"root_chunk_size": 0},
 }
 
 
