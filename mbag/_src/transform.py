@@ -498,11 +498,11 @@ def scale_by_mbag(
       the root's bytes; the direction ``R g`` is still computed in ``statistics_dtype``.
     root_chunk_size: blocks per chunk when the roots are recomputed (a loop over chunks, each
       written in place). None (default): chunks of 2 MiB of dense blocks on CPU (64 MiB on
-      accelerators), so that the
-      root's temporaries are a chunk's instead of several times the whole root's (and the
-      steady step's temporary buffer stays small: on ResNet-56, 251 MB -> 14 MB, which on a
-      CPU saved 4,000 page faults per step); a bucket whose blocks are sharded is taken whole.
-      0: every bucket at once. Same roots either way (each block's root is its own).
+      accelerators), so that the root's temporaries are a chunk's instead of several times the
+      whole root's; the steady step's temporary buffer, which XLA sizes for the root's branch
+      too, shrinks with them (ResNet-56: 251 MB -> 22 MB, docs/performance.md). A bucket whose
+      blocks are sharded is taken whole. 0: every bucket at once. Same roots either way (each
+      block's root is its own); must be static under ``optax.inject_hyperparams``.
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByMBAGState`.
