@@ -129,7 +129,7 @@ def validate_hyperparameters(
     *, block_size=None, initial_accumulator_value=None, momentum=None, decay=None,
     root_interval=None, newton_schulz_steps=None, root_method=None,
     newton_schulz_tolerance=None, newton_schulz_max_steps=None, root_warmup_steps=None,
-    learning_rate=None, root_chunk_size=None,
+    learning_rate=None,
 ) -> None:
   """Checks MBAG hyperparameters at construction; raises ValueError naming the bad one."""
   _check_int("block_size", block_size, 1)
@@ -140,7 +140,6 @@ def validate_hyperparameters(
   _check_int("newton_schulz_steps", newton_schulz_steps, 1)
   _check_int("newton_schulz_max_steps", newton_schulz_max_steps, 1)
   _check_int("root_warmup_steps", root_warmup_steps, 0)
-  _check_int("root_chunk_size", root_chunk_size, 0)
   _check("newton_schulz_tolerance", newton_schulz_tolerance, lambda v: v > 0, "> 0 or None")
   if not callable(learning_rate):
     _check("learning_rate", learning_rate, lambda v: v >= 0, "a finite number >= 0 or a schedule")
@@ -226,11 +225,11 @@ def _block_preconditioner(
       block_size=block_size, initial_accumulator_value=initial_accumulator_value,
       decay=decay, root_interval=root_interval, newton_schulz_steps=newton_schulz_steps,
       root_method=root_method, newton_schulz_tolerance=newton_schulz_tolerance,
-      newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      root_chunk_size=root_chunk_size)
+      newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps)
   block_size = _static_block_size(block_size)
   if root_chunk_size is not None and (
-      isinstance(root_chunk_size, bool) or not isinstance(root_chunk_size, (int, np.integer))):
+      isinstance(root_chunk_size, bool) or not isinstance(root_chunk_size, (int, np.integer))
+      or root_chunk_size < 0):
     raise ValueError(
         f"root_chunk_size must be None or a Python integer >= 0 (it fixes the loop's slices; "
         f"with optax.inject_hyperparams pass it in static_args), got {root_chunk_size!r}")
