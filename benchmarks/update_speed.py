@@ -30,7 +30,6 @@ import optax
 import benchmarks
 import mbag
 from experiments import xla_flags
-from mbag._src import partition
 
 
 def resnet56_params() -> dict:
@@ -89,11 +88,8 @@ def sliced_read_back(tx: optax.GradientTransformation) -> optax.GradientTransfor
   """``tx`` whose buckets are read back into leaves by slices instead of gathers (when traced)."""
 
   def update(updates, state, params=None):
-    saved, partition.GATHER_MAX_SIZE = partition.GATHER_MAX_SIZE, 0
-    try:
+    with mbag.blocks.read_back_by_slices():
       return tx.update(updates, state, params)
-    finally:
-      partition.GATHER_MAX_SIZE = saved
 
   return optax.GradientTransformation(tx.init, update)
 

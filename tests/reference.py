@@ -23,11 +23,16 @@ def newton_schulz_np(A, steps, want):
 
 
 def run_mbag(grads, groups, *, lam, momentum, lr, root_interval, algorithm="inverse",
-             decay=0.99, root="eigh", ns_steps=5):
+             decay=0.99, root="eigh", ns_steps=5, graft=None, graft_units=None,
+             graft_decay=0.999, graft_eps=1e-8, weight_decay=0.0, params=None):
   """Returns the list of updates (-lr * v_t) for a sequence of flat gradients.
 
   algorithm: "inverse" (Algorithm 1), "ema" (Algorithm 2) or "direct" (MBAG-N).
   groups: list of index arrays partitioning the parameter vector.
+  graft: None, "adam", "rmsprop" or "adagrad": the direction p is rescaled, on each index array
+    of ``graft_units`` (leaves or blocks), to the norm of d = g / (sqrt(v_hat) + eps) with
+    v = decay v + (1 - decay) g^2 (v_hat = v / (1 - decay^t) for adam) or v = v + g^2 (adagrad).
+  weight_decay: decoupled, -lr * weight_decay * params added to each update (params fixed).
   """
   stats, roots = [], []
   for idx in groups:
@@ -35,6 +40,7 @@ def run_mbag(grads, groups, *, lam, momentum, lr, root_interval, algorithm="inve
     stats.append(np.eye(b) / lam if algorithm in ("inverse", "direct") else np.eye(b) * lam)
     roots.append(np.eye(b) / np.sqrt(lam))
   v = np.zeros_like(grads[0], dtype=np.float64)
+  second = np.zeros_like(v)
   updates = []
   for t, g in enumerate(grads, start=1):
     p = np.zeros_like(v)
@@ -55,8 +61,18 @@ def run_mbag(grads, groups, *, lam, momentum, lr, root_interval, algorithm="inve
         else:
           roots[k] = newton_schulz_np(stats[k], ns_steps, want)
       p[idx] = roots[k] @ gk
+    if graft is not None:
+      g64 = np.asarray(g, np.float64)
+      second = second + g64**2 if graft == "adagrad" else (
+          graft_decay * second + (1 - graft_decay) * g64**2)
+      v_hat = second / (1 - graft_decay**t) if graft == "adam" else second
+      d = g64 / (np.sqrt(v_hat) + graft_eps)
+      for idx in graft_units:
+        norm_p = np.linalg.norm(p[idx])
+        p[idx] = p[idx] * np.linalg.norm(d[idx]) / norm_p if norm_p > 0 else 0.0
     v = momentum * v + p
-    updates.append(-lr * v)
+    decay_term = 0.0 if params is None else weight_decay * np.asarray(params, np.float64)
+    updates.append(-lr * (v + decay_term))
   return updates
 
 

@@ -130,8 +130,8 @@ def test_grouping_is_column_wise_and_follows_the_authors():
   assert adablock_lib.adablock_block_spec((7,), 32).block_size == 1
   # A (2, 4) kernel with blocks of 2: each block holds consecutive outputs of one input neuron.
   w = jnp.arange(8.0).reshape(2, 4)
-  layout = mbag.make_layout(w, 2, lambda path, shape: adablock_lib.adablock_block_spec(shape, 2))
-  np.testing.assert_array_equal(mbag.tree_to_buckets(w, layout)[0], [[0, 1], [2, 3], [4, 5], [6, 7]])
+  layout = mbag.blocks.make_layout(w, 2, lambda path, shape: adablock_lib.adablock_block_spec(shape, 2))
+  np.testing.assert_array_equal(mbag.blocks.tree_to_buckets(w, layout)[0], [[0, 1], [2, 3], [4, 5], [6, 7]])
 
 
 def test_state_shapes():

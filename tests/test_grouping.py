@@ -4,6 +4,7 @@ The reference groups come from ``tests.reference.axis_groups`` (written from the
 block axes flattened in order and cut, every other axis a batch axis), not from ``BlockSpec``.
 """
 
+import contextlib
 import warnings
 
 import jax
@@ -28,8 +29,8 @@ def flat_tree(tree):
 def leaf_blocks(shape, block_size, dims=None, path="w"):
   """The blocks that mbag makes of a leaf, as lists of row-major indices (padding dropped)."""
   tree = {path: jnp.arange(1, int(np.prod(shape)) + 1, dtype=jnp.float32).reshape(shape)}
-  layout = mbag.make_layout(tree, block_size, None if dims is None else {path: dims})
-  (blocks,) = mbag.tree_to_buckets(tree, layout)
+  layout = mbag.blocks.make_layout(tree, block_size, None if dims is None else {path: dims})
+  (blocks,) = mbag.blocks.tree_to_buckets(tree, layout)
   return [[int(v) - 1 for v in row if v != 0] for row in np.asarray(blocks)]
 
 
@@ -341,7 +342,7 @@ def test_dimension_numbers_forms_agree():
       lambda path, shape: spec if len(shape) == 3 else None,  # callable
       mbag.dimension_numbers_by_path([("^a/", spec)]),
   ]
-  layouts = [mbag.make_layout(params, 4, f) for f in forms]
+  layouts = [mbag.blocks.make_layout(params, 4, f) for f in forms]
   assert all(l.specs == layouts[0].specs for l in layouts)
   assert layouts[0].rules == ("declared", "dense")
   with pytest.raises(ValueError, match="two names of the same argument"):
@@ -427,19 +428,21 @@ def test_nonfinite_gradient_on_a_root_step_computes_the_root_at_the_next_finite_
   assert not bool(state.root_due)
 
 
-@pytest.mark.parametrize("gather_max", [1 << 18, 0])  # leaves read by gathers / by slices
-def test_default_buckets_are_one_per_block_size_whatever_the_number_of_leaves(
-    gather_max, monkeypatch):
-  from mbag._src import partition  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(partition, "GATHER_MAX_SIZE", gather_max)
+@pytest.mark.parametrize("sliced", [False, True])  # leaves read by gathers / by slices
+def test_default_buckets_are_one_per_block_size_whatever_the_number_of_leaves(sliced):
+  with mbag.blocks.read_back_by_slices() if sliced else contextlib.nullcontext():
+    _check_one_bucket_per_block_size()
+
+
+def _check_one_bucket_per_block_size():
   params = {f"l{i:02d}": {"kernel": jnp.zeros((64, 64)), "bias": jnp.zeros(64)} for i in range(24)}
-  layout = mbag.make_layout(params, 32)
+  layout = mbag.blocks.make_layout(params, 32)
   assert len(layout.buckets) == 1 and layout.block_sizes == (32,)
   state = mbag.find_mbag_state(mbag.mbag(0.1).init(params))
   assert [s.shape for s in state.stats] == [(24 * (128 + 2), 32, 32)]
   # A shared bucket is read back into every leaf exactly.
   rng = np.random.default_rng(0)
   tree = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32), params)
-  back = mbag.buckets_to_tree(mbag.tree_to_buckets(tree, layout), layout, tree)
+  back = mbag.blocks.buckets_to_tree(mbag.blocks.tree_to_buckets(tree, layout), layout, tree)
   for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(back)):
     np.testing.assert_array_equal(a, b)

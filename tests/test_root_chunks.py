@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 
 import mbag
-from mbag._src import linalg as linalg_impl
-from mbag._src import transform
 from tests import reference
-from tests.test_mbag_reference import LAM, LR, MOM, consecutive_groups, flat, random_grads, run_jax
+from tests.test_mbag_reference import LAM, LR, MOM, broken_scale_by_mbag, consecutive_groups, flat, random_grads, run_jax
 
 F64 = dict(statistics_dtype=jnp.float64)
 
@@ -79,17 +77,10 @@ def test_tolerance_per_chunk_reaches_the_tolerance_everywhere():
   np.testing.assert_allclose(np.asarray(chunked.roots[0]), exact, rtol=0, atol=1e-3 * np.abs(exact).max())
 
 
-def test_nonfinite_root_falls_back_in_every_chunk_at_its_own_offset(monkeypatch):
+def test_nonfinite_root_falls_back_in_every_chunk_at_its_own_offset():
   """A root that breaks on the first block of every call: with 7 blocks in chunks of 3 the calls
   are blocks 0-2, 3-5 and the remainder 6, so exactly blocks 0, 3 and 6 keep their old root."""
-  real_root = linalg_impl.matrix_root
-
-  def broken_root(A, kind, **kw):
-    root, info = real_root(A, kind, **kw)
-    return root.at[0].set(jnp.nan), info
-
-  monkeypatch.setattr(linalg_impl, "matrix_root", broken_root)
-  tx = mbag.scale_by_mbag(block_size=2, root_interval=1, root_chunk_size=3)
+  tx = broken_scale_by_mbag(block_size=2, root_interval=1, root_chunk_size=3)
   state = tx.init({"w": jnp.zeros(14)})
   _, state = tx.update({"w": jnp.arange(1.0, 15.0)}, state)
   s = mbag.find_mbag_state(state)
@@ -114,11 +105,12 @@ def test_chunks_bound_the_update_temporaries():
 
 
 def test_default_chunk_sizes():
-  assert transform._root_chunk_blocks(None, 9, 10**6, sharded=False) == (1 << 21) // 324
-  assert transform._root_chunk_blocks(None, 32, 10**6, sharded=False) == 512
-  assert transform._root_chunk_blocks(None, 9, 10**6, sharded=True) == 10**6
-  assert transform._root_chunk_blocks(0, 9, 77, sharded=False) == 77
-  assert transform._root_chunk_blocks(5, 9, 77, sharded=True) == 5
+  blocks = lambda size, *a, **k: mbag.MBAGOptions(root_chunk_size=size).root_chunk_blocks(*a, **k)  # noqa: E731
+  assert blocks(None, 9, 10**6, sharded=False) == (1 << 21) // 324
+  assert blocks(None, 32, 10**6, sharded=False) == 512
+  assert blocks(None, 9, 10**6, sharded=True) == 10**6
+  assert blocks(0, 9, 77, sharded=False) == 77
+  assert blocks(5, 9, 77, sharded=True) == 5
 
 
 @pytest.mark.parametrize("bad", [-1, 2.5, "4"])

@@ -75,7 +75,7 @@ def test_shard_blocks_shards_the_state_of_replicated_params():
   # Replicated params get replicated updates (explicit mode keeps the gradient's sharding).
   assert r["explicit"]["update_specs"] == ["P(None, None)", "P(None, None, None, None)", "P(None,)"]
   assert r["auto"]["update_specs"] == ["P()"]
-  for name in ("ema_fused", "n_fused", "symmetric_bf16_fused"):
+  for name in ("ema_fused", "n_fused", "symmetric_bf16_fused", "graft_fused"):
     case = r[name]
     assert case["stats_rows"] == [360, 1024], name  # fused buckets: 8+320+30+2 -> 360 and 1024
     packed = name.startswith("symmetric")  # [n, b(b+1)/2] blocks

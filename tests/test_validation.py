@@ -58,7 +58,7 @@ def test_preconditioners_validate_too():
 def test_bad_grouping_is_reported_with_the_leaf_path():
   def grouping(path, shape):
     return mbag.BlockSpec(perm=(0,), row_size=4, block_size=2)  # 4 does not divide 6
-  tx = mbag.mbag(0.1, grouping=grouping)
+  tx = mbag.mbag(0.1, dimension_numbers=grouping)
   with pytest.raises(ValueError, match=r"leaf w\b.*row_size 4 does not divide the leaf size 6"):
     tx.init({"w": jnp.zeros(6)})
 

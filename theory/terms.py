@@ -32,7 +32,7 @@ def wide_dtype():
 def present_masks_from_state(opt_state: Any) -> list[Array]:
   """Per bucket, the ``[n, b]`` mask of real coordinates read off H (zero diagonal = padding).
 
-  Equivalent to ``mbag.bucket_present_masks(params, layout)`` for the states of Algorithm 1 and
+  Equivalent to ``mbag.blocks.bucket_present_masks(params, layout)`` for the states of Algorithm 1 and
   MBAG-N (H stays positive definite on present coordinates); use that when params are at hand.
   """
   stats = mbag.find_mbag_state(opt_state).dense_stats()

@@ -59,7 +59,7 @@ class TrackerState:
     min_loss: [] smallest measured ``f(theta_t)`` (inf until measured).
     max_hessian_norm: [] largest Hessian-norm estimate passed in (0 until one is).
     masks: per bucket ``[n, b]`` bool, the real (unpadded) coordinates.
-    layout: static ``mbag.Layout`` of the parameters (None: only gradient norms are accepted).
+    layout: static ``mbag.blocks.Layout`` of the parameters (None: only gradient norms are accepted).
     param_shapes: static shapes of the parameter leaves (to check ``grads``).
     num_params: static int, d (real parameters).
   """
@@ -93,20 +93,20 @@ jax.tree_util.register_dataclass(
     meta_fields=list(_STATIC))
 
 
-def _bucket_shapes(params, layout: mbag.Layout) -> tuple:
+def _bucket_shapes(params, layout: mbag.blocks.Layout) -> tuple:
   leaves = jax.tree_util.tree_leaves(params)
   return tuple((sum(layout.specs[i].num_blocks(np.shape(leaves[i])) for i in bucket), b, b)
                for bucket, b in zip(layout.buckets, layout.block_sizes))
 
 
-def _infer_layout(params, shapes: tuple, block_size, grouping, fuse_blocks) -> mbag.Layout:
+def _infer_layout(params, shapes: tuple, block_size, grouping, fuse_blocks) -> mbag.blocks.Layout:
   sizes = [block_size] if block_size is not None else sorted({s[-1] for s in shapes} | {32})
   # mbag's fuse_blocks: None (its default, buckets by block size), False or True.
   fuses = [fuse_blocks] if fuse_blocks is not None else [None, False, True]
   found = []
   for b in sizes:
     for fuse in fuses:
-      layout = mbag.make_layout(params, int(b), grouping, fuse)
+      layout = mbag.blocks.make_layout(params, int(b), grouping, fuse)
       if _bucket_shapes(params, layout) == shapes and layout not in found:
         found.append(layout)
   if not found:
@@ -172,7 +172,7 @@ def init_tracker(params, opt_state, *, eta: float, lam: float, block_size: int |
   else:
     layout = _infer_layout(params, shapes, block_size, grouping, fuse_blocks)
     param_shapes = tuple(tuple(np.shape(x)) for x in jax.tree_util.tree_leaves(params))
-    masks = tuple(jnp.asarray(m) for m in mbag.bucket_present_masks(params, layout))
+    masks = tuple(jnp.asarray(m) for m in mbag.blocks.bucket_present_masks(params, layout))
   dtype = terms.wide_dtype()
   eta_a, lam_a = jnp.asarray(eta, dtype), jnp.asarray(lam, dtype)
   gamma0 = eta_a / jnp.sqrt(lam_a)
@@ -199,7 +199,7 @@ def _grad_buckets(ts: TrackerState, grads):
     raise ValueError(
         f"update_tracker: grads must be a pytree like the params given to init_tracker (leaf "
         f"shapes {list(ts.param_shapes)}) or a scalar global norm; got leaf shapes {list(shapes)}")
-  return terms.global_norm(grads), mbag.tree_to_buckets(grads, ts.layout)
+  return terms.global_norm(grads), mbag.blocks.tree_to_buckets(grads, ts.layout)
 
 
 def update_tracker(ts: TrackerState, opt_state, grads, *, full_grad=None, loss=None,

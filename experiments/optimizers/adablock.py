@@ -201,7 +201,7 @@ def scale_by_adablock(
     return choice if choice is not None else adablock_block_spec(shape, block_size)
 
   def layout_of(tree):
-    return mbag.make_layout(tree, block_size, spec_for, fuse_blocks)
+    return mbag.blocks.make_layout(tree, block_size, spec_for, fuse_blocks)
 
   def floor_for(b):
     if relative_eigenvalue_floor is not None:
@@ -210,7 +210,7 @@ def scale_by_adablock(
 
   def init_fn(params):
     layout = layout_of(params)
-    masks = mbag.bucket_present_masks(params, layout)
+    masks = mbag.blocks.bucket_present_masks(params, layout)
     mu = tuple(jnp.zeros(m.shape, jnp.float32) for m in masks)
     nu = tuple(jnp.zeros(m.shape + (m.shape[1],), jnp.float32) for m in masks)
     pre = tuple(jnp.zeros(m.shape + (m.shape[1],), jnp.float32)
@@ -220,7 +220,7 @@ def scale_by_adablock(
   def update_fn(updates, state, params=None):
     del params
     layout = layout_of(updates)
-    grads = [g.astype(jnp.float32) for g in mbag.tree_to_buckets(updates, layout)]
+    grads = [g.astype(jnp.float32) for g in mbag.blocks.tree_to_buckets(updates, layout)]
     count = optax.safe_int32_increment(state.count)
     t = count.astype(jnp.float32)
     bc1 = 1.0 - jnp.asarray(b1, jnp.float32) ** t
@@ -251,7 +251,7 @@ def scale_by_adablock(
       else:
         P = fresh()
       directions.append(jnp.einsum("nij,nj->ni", P, m_hat))
-    out = mbag.buckets_to_tree(directions, layout, updates)
+    out = mbag.blocks.buckets_to_tree(directions, layout, updates)
     out = jax.tree_util.tree_map(lambda n, u: n.astype(u.dtype), out, updates)
     return out, ScaleByAdaBlockState(count, tuple(mus), tuple(nus), tuple(pres))
 

@@ -18,6 +18,7 @@ its modern counterpart).
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable
 
 import optax
@@ -61,12 +62,18 @@ GROUPINGS: dict[str, Callable[[Any, tuple[int, ...]], Any]] = {
 
 
 def _resolve_grouping(hparams: dict[str, Any], name: str) -> dict[str, Any]:
+  """A named grouping (``grouping="diagonal_vectors"``) as the callable it names; for the MBAG
+  family it is passed as ``dimension_numbers`` (the library's name; ``grouping`` is deprecated)."""
   grouping = hparams.get("grouping")
   if isinstance(grouping, str):
     if grouping not in GROUPINGS:
       raise ValueError(f"config.optimizer_config.{name}.grouping={grouping!r} is not a known "
                        f"grouping; known: {sorted(GROUPINGS)}")
     hparams = dict(hparams, grouping=GROUPINGS[grouping])
+  if "grouping" in hparams and name in TRANSFORMS and (
+      "dimension_numbers" in inspect.signature(TRANSFORMS[name]).parameters):
+    hparams = dict(hparams)
+    hparams["dimension_numbers"] = hparams.pop("grouping")
   return hparams
 
 

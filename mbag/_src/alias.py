@@ -1,67 +1,106 @@
-"""MBAG optimizers: preconditioner + heavy-ball momentum + learning rate."""
+r"""MBAG optimizers: preconditioner + heavy-ball momentum (+ decoupled weight decay) + learning rate.
+
+.. math::
+  v_t = \beta v_{t-1} + p_t,\qquad \theta_t = \theta_{t-1} - \eta_t (v_t + w \theta_{t-1}),
+
+with ``p_t`` the preconditioned gradient of :func:`mbag.scale_by_mbag` (and its siblings) and
+``w`` the decoupled weight decay (0 by default: the paper's Algorithm 1, lines 11-12).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+from typing import Any, Callable
 
+import jax
 import optax
 
-from mbag._src import sharding
-from mbag._src import storage as storage_lib
+from mbag._src import options as options_lib
 from mbag._src import transform
 
+# The keyword arguments every alias adds to its preconditioner's.
+_ALIAS_DOC = """
+  Args:
+    learning_rate: eta, a float or an optax schedule.
+    momentum: beta in [0, 1) (heavy-ball, applied after the preconditioner).
+    weight_decay: decoupled weight decay ``w`` (AdamW's): ``-eta_t w theta`` is added to the
+      update, outside the momentum and the preconditioner. 0 (default) adds nothing.
+    weight_decay_mask: which leaves decay (as ``optax.add_decayed_weights``' mask: a pytree of
+      bools or a callable of the params); None: all.
+    Every other argument is the preconditioner's (:func:`{pre}`), including the engineering
+    options of :class:`mbag.MBAGOptions` as keywords.
+"""
 
-def _with_momentum(preconditioner, learning_rate, momentum) -> optax.GradientTransformation:
-  # v_t = momentum * v_{t-1} + p_t; update = -lr_t * v_t (Algorithm 1, lines 11-12).
-  return optax.chain(preconditioner, optax.trace(decay=momentum, nesterov=False),
+
+def _decoupled_weight_decay(weight_decay: Any, mask: Any) -> optax.GradientTransformation:
+  """``optax.add_decayed_weights`` that lets ``update`` be called without params when the decay
+  is zero (or traced under ``jax.jit``, where it cannot be checked: then nothing is added)."""
+  base = optax.add_decayed_weights(weight_decay, mask)
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      if isinstance(weight_decay, jax.core.Tracer) or float(weight_decay) == 0.0:
+        return updates, state
+      raise ValueError(f"weight_decay={float(weight_decay):g} needs the parameters: call "
+                       f"update(grads, state, params)")
+    return base.update(updates, state, params)
+
+  return optax.GradientTransformation(base.init, update_fn)
+
+
+def _with_momentum(preconditioner, learning_rate, momentum, weight_decay,
+                   weight_decay_mask) -> optax.GradientTransformation:
+  options_lib.check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+  options_lib.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  options_lib.check_learning_rate(learning_rate)
+  # v_t = momentum * v_{t-1} + p_t; update = -lr_t * (v_t + wd * theta) (Algorithm 1, lines
+  # 11-12, and AdamW's decoupled decay). A Python 0 adds no transformation; a jax array (as
+  # optax.inject_hyperparams passes it, in init and in update alike) always does, so that the
+  # state's structure never depends on its value.
+  no_decay = isinstance(weight_decay, (int, float)) and weight_decay == 0
+  decay = [] if no_decay else [_decoupled_weight_decay(weight_decay, weight_decay_mask)]
+  return optax.chain(preconditioner, optax.trace(decay=momentum, nesterov=False), *decay,
                      optax.scale_by_learning_rate(learning_rate))
 
 
-def mbag(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    block_size: int = 32,
-    initial_accumulator_value: float = 0.01,
-    momentum: float = 0.9,
-    root_interval: int = 50,
-    newton_schulz_steps: int = 5,
-    root_method: transform.RootMethod = "newton_schulz",
-    newton_schulz_tolerance: float | None = None,
-    newton_schulz_max_steps: int = 100,
-    root_warmup_steps: int = 0,
-    dimension_numbers: Any = None,
-    grouping: Any = None,
-    fuse_blocks: bool | None = None,
-    statistics_dtype=None,
-    shard_blocks: sharding.ShardBlocks = None,
-    storage: storage_lib.Storage = "dense",
-    root_dtype=None,
-    root_chunk_size: int | None = None,
-) -> optax.GradientTransformation:
+def _alias(preconditioner: Callable[..., optax.GradientTransformation]):
+  """An optimizer ``(learning_rate, *, momentum, weight_decay, weight_decay_mask, **pre)`` around
+  the preconditioner constructor ``preconditioner`` (whose keywords it shares)."""
+  def decorate(fn):
+    pre_params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                  for p in inspect.signature(preconditioner).parameters.values()]
+    own = [p for p in inspect.signature(fn).parameters.values() if p.kind != p.VAR_KEYWORD]
+    own_names = {p.name for p in own}
+
+    signature = inspect.Signature(own + [p for p in pre_params if p.name not in own_names],
+                                  return_annotation=optax.GradientTransformation)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+      signature.bind(*args, **kwargs)  # a TypeError naming an unknown or missing argument
+      return fn(*args, **kwargs)
+
+    wrapper.__signature__ = signature
+    wrapper.__doc__ = (fn.__doc__ or "") + _ALIAS_DOC.format(
+        pre=f"mbag.{preconditioner.__name__}")
+    return wrapper
+
+  return decorate
+
+
+@_alias(transform.scale_by_mbag)
+def mbag(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
+         weight_decay: Any = 0.0, weight_decay_mask: Any = None,
+         **preconditioner: Any) -> optax.GradientTransformation:
   r"""MBAG (Algorithm 1): mini-block full-matrix AdaGrad with heavy-ball momentum.
 
   .. math::
     v_t = \beta v_{t-1} + H_t^{1/2} g_t,\qquad \theta_t = \theta_{t-1} - \eta_t v_t,
 
-  with ``H_t`` and its (periodically refreshed) root as in :func:`scale_by_mbag`.
-
-  Args:
-    learning_rate: eta, a float or an optax schedule.
-    block_size: tau.
-    initial_accumulator_value: lambda.
-    momentum: beta in [0, 1).
-    root_interval: T_sqr.
-    newton_schulz_steps: T_NS.
-    root_method: "newton_schulz" or "eigh".
-    newton_schulz_tolerance, newton_schulz_max_steps, root_warmup_steps, dimension_numbers,
-    grouping, fuse_blocks, statistics_dtype, shard_blocks, storage, root_dtype, root_chunk_size:
-      see :func:`scale_by_mbag` (``shard_blocks="data"``: the statistics and roots sharded over
-      the data axis; ``storage="symmetric"``: only the upper triangles of H and its root are
-      kept; ``root_dtype="bfloat16"``: the root in bfloat16; ``root_chunk_size``: blocks per
-      chunk of the root computation).
-
-  Returns:
-    An ``optax.GradientTransformation``.
+  with ``H_t`` and its (periodically refreshed) root as in :func:`mbag.scale_by_mbag`
+  (``block_size`` tau, ``initial_accumulator_value`` lambda, ``root_interval`` T_sqr,
+  ``newton_schulz_steps`` T_NS, ``root_warmup_steps``, ``dimension_numbers``, ``graft``).
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, mbag
@@ -75,78 +114,33 @@ def mbag(
   References:
     Lee, "MBAG: A Scalable Mini-Block Adaptive Gradient Method for Deep Neural Networks".
   """
-  transform.validate_hyperparameters(momentum=momentum, learning_rate=learning_rate)
-  pre = transform.scale_by_mbag(
-      block_size, initial_accumulator_value, root_interval, newton_schulz_steps, root_method,
-      newton_schulz_tolerance=newton_schulz_tolerance,
-      newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
-      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage,
-      root_dtype=root_dtype, root_chunk_size=root_chunk_size)
-  return _with_momentum(pre, learning_rate, momentum)
+  return _with_momentum(transform.scale_by_mbag(**preconditioner), learning_rate, momentum,
+                        weight_decay, weight_decay_mask)
 
 
-def mbag_ema(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    decay: float = 0.99,
-    block_size: int = 32,
-    initial_accumulator_value: float = 0.01,
-    momentum: float = 0.9,
-    root_interval: int = 50,
-    newton_schulz_steps: int = 5,
-    root_method: transform.RootMethod = "newton_schulz",
-    newton_schulz_tolerance: float | None = None,
-    newton_schulz_max_steps: int = 100,
-    root_warmup_steps: int = 0,
-    dimension_numbers: Any = None,
-    grouping: Any = None,
-    fuse_blocks: bool | None = None,
-    statistics_dtype=None,
-    shard_blocks: sharding.ShardBlocks = None,
-    storage: storage_lib.Storage = "dense",
-    root_dtype=None,
-    root_chunk_size: int | None = None,
-) -> optax.GradientTransformation:
+@_alias(transform.scale_by_mbag_ema)
+def mbag_ema(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
+             weight_decay: Any = 0.0, weight_decay_mask: Any = None,
+             **preconditioner: Any) -> optax.GradientTransformation:
   r"""MBAG-EMA (Algorithm 2): ``v_t = beta v_{t-1} + G_t^{-1/2} g_t`` with an EMA statistic.
 
-  See :func:`scale_by_mbag_ema` for the statistic and :func:`mbag` for the arguments.
+  See :func:`mbag.scale_by_mbag_ema` for the statistic (``decay`` alpha).
 
   References:
     Lee, "MBAG", Algorithm 2.
   """
-  transform.validate_hyperparameters(momentum=momentum, learning_rate=learning_rate)
-  pre = transform.scale_by_mbag_ema(
-      decay, block_size, initial_accumulator_value, root_interval, newton_schulz_steps,
-      root_method, newton_schulz_tolerance=newton_schulz_tolerance,
-      newton_schulz_max_steps=newton_schulz_max_steps, root_warmup_steps=root_warmup_steps,
-      dimension_numbers=dimension_numbers, grouping=grouping, fuse_blocks=fuse_blocks,
-      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage,
-      root_dtype=root_dtype, root_chunk_size=root_chunk_size)
-  return _with_momentum(pre, learning_rate, momentum)
+  return _with_momentum(transform.scale_by_mbag_ema(**preconditioner), learning_rate, momentum,
+                        weight_decay, weight_decay_mask)
 
 
-def mbag_n(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    block_size: int = 32,
-    initial_accumulator_value: float = 0.01,
-    momentum: float = 0.9,
-    dimension_numbers: Any = None,
-    grouping: Any = None,
-    fuse_blocks: bool | None = None,
-    statistics_dtype=None,
-    shard_blocks: sharding.ShardBlocks = None,
-    storage: storage_lib.Storage = "dense",
-) -> optax.GradientTransformation:
+@_alias(transform.scale_by_mbag_n)
+def mbag_n(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
+           weight_decay: Any = 0.0, weight_decay_mask: Any = None,
+           **preconditioner: Any) -> optax.GradientTransformation:
   r"""MBAG-N: ``v_t = beta v_{t-1} + H_t g_t`` (preconditioning by ``G_t^{-1}``, no root).
 
   References:
     Lee, "MBAG", Sections IV.B and VI.
   """
-  transform.validate_hyperparameters(momentum=momentum, learning_rate=learning_rate)
-  pre = transform.scale_by_mbag_n(
-      block_size, initial_accumulator_value, dimension_numbers=dimension_numbers,
-      grouping=grouping, fuse_blocks=fuse_blocks,
-      statistics_dtype=statistics_dtype, shard_blocks=shard_blocks, storage=storage)
-  return _with_momentum(pre, learning_rate, momentum)
+  return _with_momentum(transform.scale_by_mbag_n(**preconditioner), learning_rate, momentum,
+                        weight_decay, weight_decay_mask)

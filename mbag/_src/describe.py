@@ -19,14 +19,12 @@ import optax
 
 _RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar(
     "mbag_layout_recorder", default=None)
-_ALGORITHMS = {"inverse": "scale_by_mbag", "ema": "scale_by_mbag_ema",
-               "inverse_direct": "scale_by_mbag_n"}
 
 
 class Recorded(NamedTuple):
   """What one preconditioner's ``init`` reports."""
 
-  algorithm: str
+  algorithm: str  # the preconditioner's name (Algorithm.name), e.g. "scale_by_mbag"
   layout: Any
   params: Any
   bytes_per_block: Any  # b -> bytes of one block's statistic (and root) as stored
@@ -148,5 +146,5 @@ def describe(params: Any, tx: optax.GradientTransformation) -> LayoutReport:
                           n * entry.bytes_per_block(b) if n else 0, layout.guessed[i]))
   num_params = sum(math.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params))
   adam = jax.eval_shape(optax.adam(1e-3).init, params)
-  return LayoutReport(tuple(_ALGORITHMS[e.algorithm] for e in recorded), tuple(rows),
+  return LayoutReport(tuple(e.algorithm for e in recorded), tuple(rows),
                       num_params, _tree_bytes(state), _tree_bytes(adam))

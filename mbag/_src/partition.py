@@ -15,7 +15,9 @@ sharded like the leaf.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -31,6 +33,19 @@ KeyPath = dims_lib.KeyPath
 # array (its kernel is the same for every leaf of a shape, so compilation does not grow with the
 # number of leaves); larger leaves are sliced.
 GATHER_MAX_SIZE = 1 << 18
+
+
+@contextlib.contextmanager
+def read_back_by_slices():
+  """While active (when an update is traced), every leaf of a shared bucket is read back by a
+  slice instead of a gather: the two strategies of :func:`buckets_to_tree`, for measuring them
+  (``benchmarks/update_speed.py``) and testing both. Not thread-safe."""
+  global GATHER_MAX_SIZE
+  saved, GATHER_MAX_SIZE = GATHER_MAX_SIZE, 0
+  try:
+    yield
+  finally:
+    GATHER_MAX_SIZE = saved
 
 
 def spec_of_rule(rule: dims_lib.Rule, shape: Sequence[int]) -> BlockSpec:
@@ -204,11 +219,13 @@ def make_layout(tree: Any, block_size: int, dimension_numbers: Any = None,
     fuse: None (default): one bucket per block size, except that a leaf whose blocks are
       sharded along a mesh axis keeps its own; True: one bucket per block size; False: one
       bucket per leaf.
-    grouping: the older name of ``dimension_numbers``.
+    grouping: deprecated, the older name of ``dimension_numbers``.
   """
   if grouping is not None:
     if dimension_numbers is not None:
       raise ValueError("give dimension_numbers or grouping (its older name), not both")
+    warnings.warn("mbag: the `grouping=` argument is deprecated; use `dimension_numbers=` "
+                  "(same values)", DeprecationWarning, stacklevel=2)
     dimension_numbers = grouping
   leaves_with_path = jax.tree_util.tree_leaves_with_path(tree)
   choices = dims_lib.per_leaf_choices(dimension_numbers, tree)
@@ -268,7 +285,9 @@ def _gather_index(spec: BlockSpec, shape: tuple[int, ...], start: int) -> np.nda
   permuted = rows.reshape(tuple(shape[a] for a in spec.perm))
   index = np.transpose(permuted, np.argsort(spec.perm)) + start * spec.block_size
   dtype = np.int32 if index.size == 0 or index.max() < 2**31 else np.int64
-  return np.ascontiguousarray(index, dtype)
+  # np.array, not np.ascontiguousarray: the latter makes a scalar leaf's index 1-D, and the
+  # gathered update of a shape-() parameter then came back with shape (1,).
+  return np.array(index, dtype=dtype, order="C")
 
 
 def buckets_to_tree(buckets: Sequence[Array], layout: Layout, like: Any) -> Any:
@@ -280,7 +299,10 @@ def buckets_to_tree(buckets: Sequence[Array], layout: Layout, like: Any) -> Any:
   of leaves.
   """
   leaves, treedef = jax.tree_util.tree_flatten(like)
-  out: list[Any] = [jnp.zeros(np.shape(l), getattr(l, "dtype", jnp.float32)) for l in leaves]
+  # Canonical dtypes: float64 NumPy leaves with x64 disabled are float32 arrays in JAX (asking
+  # for float64 zeros would warn that it is truncated).
+  out: list[Any] = [jnp.zeros(np.shape(l), jax.dtypes.canonicalize_dtype(
+      getattr(l, "dtype", jnp.float32))) for l in leaves]
   for blocks, bucket in zip(buckets, layout.buckets):
     shared = len(bucket) > 1 and explicit_spec(blocks) is None
     flat = blocks.reshape(-1) if shared else None

@@ -95,8 +95,10 @@ def main():
   # MBAG-EMA and MBAG-N with fused buckets (one [n, b, b] array for all leaves of a block size),
   # and MBAG with packed symmetric blocks ([n, b(b+1)/2]) and a bfloat16 root.
   symmetric = lambda lr, **k: mbag.mbag(lr, storage="symmetric", root_dtype="bfloat16", **k)  # noqa: E731
+  # Grafting (per leaf: a segment sum over each leaf's blocks of a fused bucket) on top.
+  grafted = lambda lr, **k: mbag.mbag(lr, graft="adam", **k)  # noqa: E731
   for name, make in (("ema_fused", mbag.mbag_ema), ("n_fused", mbag.mbag_n),
-                     ("symmetric_bf16_fused", symmetric)):
+                     ("symmetric_bf16_fused", symmetric), ("graft_fused", grafted)):
     extra = {} if make is mbag.mbag_n else {"root_interval": 3}
     u1, _, _ = run_steps(make(0.1, block_size=8, fuse_blocks=True, **extra), params, grads,
                          lambda t: t)
