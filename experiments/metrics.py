@@ -155,11 +155,16 @@ class MetricWriter:
       events from ``resume_step + 1`` on (``purge_step``), so the curves continue
       without a duplicated step.
     enabled: False for the processes of a multi-process run other than process 0: nothing
-      is written, :meth:`write` only returns the record.
+      is written, :meth:`write` only returns the record (and :attr:`record_steps` stays empty).
     timeout_secs: how long a call waits on the writer thread.
     should_stop: polled while waiting; true stops the wait.
     files: ``(workdir, purge_step) -> files`` with ``write``, ``flush``, ``close``
       (tests inject failing ones).
+
+  Attributes:
+    record_steps: the ``step`` of every record in ``metrics.jsonl``, in order (those kept on
+      resuming, then those written); a checkpoint saves them so that a resume can check the
+      file (``experiments.resume.check_metrics``).
   """
 
   QUEUE_SIZE = 64
@@ -171,7 +176,7 @@ class MetricWriter:
     self.workdir = pathlib.Path(workdir)
     self.path = self.workdir / METRICS_FILE
     self.enabled = enabled
-    self.num_records = 0
+    self.record_steps: list[int] = []
     self._timeout = timeout_secs
     self._should_stop = should_stop
     self._error: BaseException | None = None
@@ -183,7 +188,7 @@ class MetricWriter:
         self.path.write_text("", encoding="utf-8")
       else:
         truncate_records(self.path, resume_step)
-      self.num_records = len(read_records(self.path))
+      self.record_steps = [r["step"] for r in read_records(self.path)]
       self._files = files(self.workdir, None if resume_step is None else resume_step + 1)
     except OSError as e:
       raise errors.WriteError(f"{getattr(e, 'filename', None) or self.path}: cannot write the "
@@ -262,8 +267,13 @@ class MetricWriter:
       return record
     tb["perf/wall_time"] = record["wall_time"]
     self._put(("write", (record, tb)), f"writing the record of step {step}")
-    self.num_records += 1
+    self.record_steps.append(record["step"])
     return record
+
+  @property
+  def num_records(self) -> int:
+    """How many records ``metrics.jsonl`` has (kept on resuming and written)."""
+    return len(self.record_steps)
 
   def flush(self) -> None:
     """Waits until every queued record is written and flushed (TensorBoard included).

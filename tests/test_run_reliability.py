@@ -358,10 +358,38 @@ def test_metrics_shorter_than_the_checkpoint_is_refused(finished_run, tmp_path):
   workdir = _copy(finished_run, tmp_path / "run")
   path = workdir / "metrics.jsonl"
   path.write_text(path.read_text().splitlines()[0] + "\n")
-  with pytest.raises(errors.DataError, match=rf"{path} holds 1 records \(up to step 4\) but "
-                                             rf"checkpoint .*checkpoints/16 \(step 16\) was saved "
-                                             rf"after 4: 3 records were lost"):
+  with pytest.raises(errors.DataError, match=rf"{path} does not match checkpoint .*checkpoints/16 "
+                                             rf"\(step 16\): the records of steps 8, 12 and 16 are "
+                                             rf"missing\. Restore metrics.jsonl from a copy"):
     train.run(small_config(), workdir)
+
+
+def test_a_lost_and_a_duplicated_record_are_named_on_resume(finished_run, tmp_path, capsys):
+  """The same number of lines, one removed and another duplicated: the steps are checked, not
+  only their count."""
+  workdir = _copy(finished_run, tmp_path / "run")
+  path = workdir / "metrics.jsonl"
+  lines = path.read_text().splitlines(keepends=True)  # steps 4, 8, 12, 16
+  path.write_text(lines[0] + lines[2] + lines[2] + lines[3])
+  before = path.read_text()
+  status, err = _cli([DIGITS, *SMALL_FLAGS, f"--workdir={workdir}"], capsys)
+  assert status == 1
+  assert err == (f"error: {path} does not match checkpoint {workdir / 'checkpoints' / '16'} "
+                 f"(step 16): the record of step 8 is missing; the record of step 12 appears "
+                 f"twice. Restore metrics.jsonl from a copy, or start over in a new --workdir.\n")
+  assert path.read_text() == before  # nothing rewritten
+
+
+def test_checkpoints_without_record_steps_are_checked_for_duplicates_and_order(tmp_path):
+  path, where = tmp_path / "metrics.jsonl", tmp_path / "checkpoints" / "16"
+  legacy = {resume.NUM_RECORDS_KEY: 4}  # what checkpoints held before record_steps
+  resume.check_metrics(legacy, [{"step": s} for s in (4, 8, 12, 16, 20)], 16, path, where)
+  with pytest.raises(errors.DataError, match=r"\(step 16\): the record of step 12 appears twice\."):
+    resume.check_metrics(legacy, [{"step": s} for s in (4, 12, 12, 16)], 16, path, where)
+  with pytest.raises(errors.DataError, match=r"records out of order \(step 8 after step 12\)\."):
+    resume.check_metrics(legacy, [{"step": s} for s in (4, 12, 8, 16)], 16, path, where)
+  with pytest.raises(errors.DataError, match=r"3 of the 4 records written before it were lost"):
+    resume.check_metrics(legacy, [{"step": 4}], 16, path, where)
 
 
 # ----------------------------------------------------------------------------- exit statuses
