@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from tensorboardX import event_file_writer
-from tensorboardX import summary
 from tensorboardX.proto import event_pb2
+from tensorboardX.proto import summary_pb2
 
 from experiments import errors
 
@@ -116,7 +116,11 @@ class _Files:
     _guard(self.path, lambda: (self._file.write(json.dumps(record) + "\n"), self._file.flush()))
     step, now = record["step"], time.time()
     for tag, value in scalars.items():
-      event = event_pb2.Event(step=step, wall_time=now, summary=summary.scalar(tag, value))
+      # The proto tensorboardX's summary.scalar builds, without its "NaN or Inf found" warning
+      # for every non-finite value: those are data here (a diverged loss, bound/lhs before
+      # its first measurement).
+      event = event_pb2.Event(step=step, wall_time=now, summary=summary_pb2.Summary(
+          value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))]))
       _guard(self.events_path, lambda e=event: self._events.write_event(e))
 
   def flush(self) -> None:

@@ -191,6 +191,27 @@ def test_tensorboard_is_on_disk_after_a_flush(tmp_path):
   writer.close()
 
 
+def test_non_finite_scalars_reach_tensorboard_without_a_warning(tmp_path, caplog):
+  import math
+  import struct
+  from tensorboardX.proto import event_pb2
+  writer = metrics.MetricWriter(tmp_path)
+  with caplog.at_level(logging.WARNING):
+    writer.write(2, 1, 0.5, {"train_loss": float("nan"), "bound/lhs": float("inf")})
+    writer.close()
+  assert not caplog.records, caplog.text  # tensorboardX warned "NaN or Inf found" for each
+  values = {}
+  for path in (tmp_path / metrics.TENSORBOARD_DIR).glob("events.out.tfevents.*"):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      values.update({(v.tag, event.step): v.simple_value for v in event.summary.value})
+  assert math.isnan(values.pop(("train/loss", 2)))
+  assert values == {("bound/lhs", 2): math.inf, ("perf/wall_time", 2): 0.5}
+
+
 def test_disk_full_in_the_metrics_stops_the_run_with_the_checkpoint_intact(tmp_path, monkeypatch):
   files = _FailingFiles(errno.ENOSPC, fail_at=3)  # the record of step 12
   real = metrics.MetricWriter.__init__
