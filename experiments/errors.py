@@ -18,7 +18,7 @@ _verbose = False
 
 
 def set_verbose(verbose: bool) -> None:
-  """Whether tracebacks are shown (``--verbose``): also those that libraries log (orbax's threads)."""
+  """Whether tracebacks are shown (``--verbose``), those the libraries log included (orbax's)."""
   global _verbose  # pylint: disable=global-statement
   _verbose = bool(verbose)
 

@@ -1,4 +1,4 @@
-"""What orbax prints, kept to what a user needs: a checkpoint failure is one line (``checkpoints.py``).
+"""What orbax prints, kept to what a user needs: a failed checkpoint is one line (checkpoints.py).
 
 Two sources of noise, each stopped here:
 

@@ -37,8 +37,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "experiments" / "configs"
 DIGITS = f"--config={CONFIG_DIR / 'digits.py'}:smoke"
 # small_config() as flags: the run of finished_run.
-SMALL_FLAGS = ("--config.train_subset=256", "--config.num_epochs=2", "--config.lr_decay_epochs=(1,)",
-               "--config.log_every_steps=4", "--config.checkpoint_every_steps=8")
+SMALL_FLAGS = ("--config.train_subset=256", "--config.num_epochs=2",
+               "--config.lr_decay_epochs=(1,)", "--config.log_every_steps=4",
+               "--config.checkpoint_every_steps=8")
 
 
 def stable(records):
@@ -519,9 +520,9 @@ def test_orbax_tracebacks_are_logged_only_with_verbose(monkeypatch):
 def test_a_library_error_is_described_by_the_os_reason_and_never_cut_in_a_word():
   # tensorstore's message for a full disk while orbax wrote a checkpoint (shortened).
   full = ValueError('RESOURCE_EXHAUSTED: Error writing "opt_state.0.roots.1/0.0.0" in OCDBT '
-                    'database at local file "/run/checkpoints/8.orbax-checkpoint-tmp/ocdbt.process_0'
-                    '/": Failed to write 699508 bytes to file 12: No space left on device '
-                    "[os_error_code='28']")
+                    'database at local file "/run/checkpoints/8.orbax-checkpoint-tmp/'
+                    'ocdbt.process_0/": Failed to write 699508 bytes to file 12: No space left on '
+                    "device [os_error_code='28']")
   assert errors.describe(full) == "No space left on device"
   try:
     try:
