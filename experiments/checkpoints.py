@@ -9,12 +9,13 @@ restore (flipped bytes would otherwise load silently). :meth:`Checkpointer.resto
 tries the checkpoints newest first: one that cannot be restored (a truncated file, a
 missing manifest, ``state/`` or ``meta/`` removed, a wrong checksum) is reported in one line,
 moved to ``<workdir>/damaged_checkpoints/<step>``, and the next older one is tried.
+
+A failure is one line; orbax's tracebacks only with ``--verbose`` (``experiments/orbax_output.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging as std_logging
 import os
 import pathlib
 import shutil
@@ -27,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from experiments import errors
+from experiments import orbax_output
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
@@ -47,19 +49,6 @@ def state_checksum(state: Any) -> str | None:
   return digest.hexdigest()
 
 
-class _QuietOrbax(std_logging.Filter):
-  """Drops orbax's INFO chatter (a dozen lines per save) from the absl log; keeps its warnings."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
-
-
-def _quiet_orbax() -> None:
-  absl_logger = logging.get_absl_logger()
-  if not any(isinstance(f, _QuietOrbax) for f in absl_logger.filters):
-    absl_logger.addFilter(_QuietOrbax())
-
-
 class Checkpointer:
   """Saves and restores ``(state pytree, meta dict)`` by step.
 
@@ -71,7 +60,7 @@ class Checkpointer:
   def __init__(self, workdir: os.PathLike | str, *, keep: int = 2):
     if not isinstance(keep, int) or keep < 1:
       raise ValueError(f"config.keep_checkpoints must be an integer >= 1, got {keep!r}")
-    _quiet_orbax()
+    orbax_output.quiet_orbax_log()
     self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
     self._manager = ocp.CheckpointManager(
         self.directory,
@@ -94,19 +83,24 @@ class Checkpointer:
       return
     meta = {**meta, CHECKSUM_KEY: state_checksum(state)}
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-      self._manager.wait_until_finished()
+      with orbax_output.draining_event_loops():
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       for partial in self.directory.glob(f"{step}*"):
         shutil.rmtree(partial, ignore_errors=True)
+      if errors.verbose():
+        logging.exception("saving checkpoint %s failed", self.directory / str(step))
+      # The OS's reason (a full disk) in words; orbax's message names temporary files.
       raise errors.WriteError(f"cannot save checkpoint {self.directory / str(step)}: "
-                              f"{errors.short(e)}") from None
+                              f"{errors.describe(e)}") from None
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
     """``(state, meta)`` of checkpoint ``step``; ``target`` gives the pytree structure and dtypes."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    with orbax_output.draining_event_loops():
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])
 
   def _set_aside(self, step: int) -> pathlib.Path:
@@ -122,9 +116,10 @@ class Checkpointer:
   def restore_newest(self, target: Any) -> tuple[int, Any, dict[str, Any]] | None:
     """``(step, state, meta)`` of the newest checkpoint that restores intact, None if there is none.
 
-    A damaged one is reported in one line naming it and the next older one is tried; once an
-    intact one restores, the damaged newer ones are moved to ``damaged_checkpoints/`` (the
-    fallback is logged). When none restores, nothing is moved.
+    The checkpoints are tried newest first. Once an intact one restores, the damaged newer ones
+    are moved to ``damaged_checkpoints/`` and one warning names each of them, why, where it
+    went and the checkpoint the run resumes from (``--verbose`` adds each failure's traceback).
+    When none restores, nothing is moved.
 
     Raises:
       RunError: there are checkpoints but none restores intact.
@@ -138,16 +133,15 @@ class Checkpointer:
           raise errors.DataError("its state does not match the checksum saved with it "
                                  "(flipped bytes)")
       except Exception as e:  # pylint: disable=broad-except
-        logging.error("checkpoint %s cannot be restored (%s)", self.directory / str(step),
-                      errors.short(e, 200))
-        failed.append((step, errors.short(e, 120)))
+        if errors.verbose():
+          logging.exception("checkpoint %s cannot be restored", self.directory / str(step))
+        failed.append((step, errors.short(e, 160)))
         continue
-      for bad, _ in failed:
-        logging.warning("moved the damaged checkpoint %s to %s", self.directory / str(bad),
-                        self._set_aside(bad))
       if failed:
-        logging.warning("resuming from checkpoint %s, the newest intact one",
-                        self.directory / str(step))
+        damaged = "; ".join(f"{self.directory / str(bad)} ({why}), moved to {self._set_aside(bad)}"
+                            for bad, why in failed)
+        logging.warning("damaged checkpoint%s %s; resuming from checkpoint %s, the newest intact "
+                        "one", "s" if len(failed) > 1 else "", damaged, self.directory / str(step))
       return step, state, meta
     if failed:
       raise errors.RunError(

@@ -2,13 +2,13 @@
 
 Exit status: 0 done; 1 the run failed with a clear message (data missing or
 corrupted, loss not finite, another process on ``--workdir``, a disk full or
-read-only, no intact checkpoint, ``metrics.jsonl`` shorter than the checkpoint);
-2 bad flags or config (an unknown ``--config.<field>``, a missing config file, a
-value out of range, ``--workdir`` a file, a missing ``--data_dir``, a resume with
-another config); 128 + signal number when stopped by SIGINT / SIGTERM (a
-checkpoint was saved unless a stuck writer prevented it, as the message says:
-run the same command again to resume). Every failure is one line on stderr;
-``--verbose`` adds the traceback.
+read-only, no intact checkpoint, ``metrics.jsonl`` not holding the records the
+checkpoint followed); 2 bad flags or config (an unknown ``--config.<field>``, a
+missing config file or preset, a value out of range, ``--workdir`` a file or empty,
+a missing ``--data_dir``, a resume with another config); 128 + signal number when
+stopped by SIGINT / SIGTERM (a checkpoint was saved unless a stuck writer prevented
+it, as the message says: run the same command again to resume). Every failure is
+one line on stderr; ``--verbose`` adds the traceback (and those orbax's threads log).
 
 Several processes (data parallel over ``jax.distributed``, see ``experiments/parallel.py``):
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (all three, with
@@ -21,6 +21,7 @@ but a process can join a distributed run only once, before any JAX computation.
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 import traceback
 from typing import Sequence
@@ -89,7 +90,21 @@ def distributed_args(flag_values: flags.FlagValues = flags.FLAGS) -> dict | None
 
 
 def run_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> int:
-  """Runs the parsed flags' config through ``experiments.train.run``; returns the exit status."""
+  """Runs the parsed flags' config through ``experiments.train.run``; returns the exit status.
+
+  ``--verbose`` holds while it runs (``experiments.errors.set_verbose``: the libraries'
+  tracebacks too), and is undone after (an in-process caller's next run starts quiet).
+  """
+  from experiments import errors  # pylint: disable=import-outside-toplevel
+  previous = errors.verbose()
+  errors.set_verbose(flag_values.verbose)
+  try:
+    return _run_from_flags(flag_values)
+  finally:
+    errors.set_verbose(previous)
+
+
+def _run_from_flags(flag_values: flags.FlagValues) -> int:
   from experiments import parallel  # pylint: disable=import-outside-toplevel
   from experiments import train  # pylint: disable=import-outside-toplevel
 
@@ -161,16 +176,40 @@ def _report(error: BaseException, verbose: bool) -> int:
   return status
 
 
+_TRACEBACK = "Traceback (most recent call last):"
+_VERBOSE = re.compile(r"--?verbose(=(true|1|yes))?", re.IGNORECASE)
+
+
+def _flag_error_line(error: BaseException) -> str:
+  """One line for an error of the flags: ``Type: message``, with the reason of a config file
+  that failed to load (ml_collections puts that exception's traceback into its message; its
+  last exception is the reason, e.g. ``ValueError: unknown preset ...``)."""
+  text = str(error).strip()
+  head, marker, trace = text.rpartition(_TRACEBACK)
+  if marker:
+    lines = trace.splitlines()
+    # The frames are indented; the exception's own lines (the reason) follow them.
+    start = next((i for i, line in enumerate(lines) if line and not line[0].isspace()),
+                 len(lines))
+    reason = " ".join(line.strip() for line in lines[start:] if line.strip())
+    text = " ".join(f"{head} {reason}".split())
+  else:
+    text = text.splitlines()[0] if text else ""
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def _parse(flag_values: flags.FlagValues, argv: Sequence[str]) -> list[str] | int:
-  """The remaining arguments after parsing ``argv``, or exit status 2 after a one-line error."""
+  """The remaining arguments after parsing ``argv``, or exit status 2 after a one-line error
+  (under the error's full text when ``argv`` has ``--verbose``)."""
   try:
     return flag_values(list(argv))
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError,
-          SyntaxError, ImportError) as e:
+  except Exception as e:  # pylint: disable=broad-except
     # ml_collections raises AttributeError / KeyError for --config.<unknown field>, OSError /
-    # ImportError-like errors for a config file that is missing or does not load.
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    print(f"error: {type(e).__name__}: {text}", file=sys.stderr)
+    # ImportError-like errors for a config file that is missing or does not load, and whatever
+    # the config file's own code raises (it runs when parsed).
+    if any(_VERBOSE.fullmatch(arg) for arg in argv[1:]):
+      traceback.print_exception(e, file=sys.stderr)
+    print(f"error: {_flag_error_line(e)}", file=sys.stderr)
     return 2
 
 

@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from tensorboardX import event_file_writer
-from tensorboardX import summary
 from tensorboardX.proto import event_pb2
+from tensorboardX.proto import summary_pb2
 
 from experiments import errors
 
@@ -116,7 +116,11 @@ class _Files:
     _guard(self.path, lambda: (self._file.write(json.dumps(record) + "\n"), self._file.flush()))
     step, now = record["step"], time.time()
     for tag, value in scalars.items():
-      event = event_pb2.Event(step=step, wall_time=now, summary=summary.scalar(tag, value))
+      # The proto tensorboardX's summary.scalar builds, without its "NaN or Inf found" warning
+      # for every non-finite value: those are data here (a diverged loss, bound/lhs before
+      # its first measurement).
+      event = event_pb2.Event(step=step, wall_time=now, summary=summary_pb2.Summary(
+          value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))]))
       _guard(self.events_path, lambda e=event: self._events.write_event(e))
 
   def flush(self) -> None:
@@ -155,11 +159,16 @@ class MetricWriter:
       events from ``resume_step + 1`` on (``purge_step``), so the curves continue
       without a duplicated step.
     enabled: False for the processes of a multi-process run other than process 0: nothing
-      is written, :meth:`write` only returns the record.
+      is written, :meth:`write` only returns the record (and :attr:`record_steps` stays empty).
     timeout_secs: how long a call waits on the writer thread.
     should_stop: polled while waiting; true stops the wait.
     files: ``(workdir, purge_step) -> files`` with ``write``, ``flush``, ``close``
       (tests inject failing ones).
+
+  Attributes:
+    record_steps: the ``step`` of every record in ``metrics.jsonl``, in order (those kept on
+      resuming, then those written); a checkpoint saves them so that a resume can check the
+      file (``experiments.resume.check_metrics``).
   """
 
   QUEUE_SIZE = 64
@@ -171,7 +180,7 @@ class MetricWriter:
     self.workdir = pathlib.Path(workdir)
     self.path = self.workdir / METRICS_FILE
     self.enabled = enabled
-    self.num_records = 0
+    self.record_steps: list[int] = []
     self._timeout = timeout_secs
     self._should_stop = should_stop
     self._error: BaseException | None = None
@@ -183,7 +192,7 @@ class MetricWriter:
         self.path.write_text("", encoding="utf-8")
       else:
         truncate_records(self.path, resume_step)
-      self.num_records = len(read_records(self.path))
+      self.record_steps = [r["step"] for r in read_records(self.path)]
       self._files = files(self.workdir, None if resume_step is None else resume_step + 1)
     except OSError as e:
       raise errors.WriteError(f"{getattr(e, 'filename', None) or self.path}: cannot write the "
@@ -262,8 +271,13 @@ class MetricWriter:
       return record
     tb["perf/wall_time"] = record["wall_time"]
     self._put(("write", (record, tb)), f"writing the record of step {step}")
-    self.num_records += 1
+    self.record_steps.append(record["step"])
     return record
+
+  @property
+  def num_records(self) -> int:
+    """How many records ``metrics.jsonl`` has (kept on resuming and written)."""
+    return len(self.record_steps)
 
   def flush(self) -> None:
     """Waits until every queued record is written and flushed (TensorBoard included).

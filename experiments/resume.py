@@ -5,13 +5,15 @@
   fields themselves (``config``), so a resume with another config is refused naming the
   fields, even when ``config.json`` (a copy for people) was removed or edited. Checkpoints
   written before fingerprints existed are compared with ``config.json``.
-- The metrics: the meta holds ``num_records``, how many records ``metrics.jsonl`` had when the
-  checkpoint was saved; a file with fewer records up to that step lost some, and the run is
-  refused rather than continue past the hole.
+- The metrics: the meta holds ``record_steps``, the step of every record ``metrics.jsonl`` had
+  when the checkpoint was saved (and ``num_records``, their count, all that checkpoints written
+  before ``record_steps`` hold); a file whose records up to that step differ (one lost, one
+  duplicated, out of order) is refused naming the steps, rather than continue past the hole.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import pathlib
@@ -27,6 +29,7 @@ RESUMABLE_CHANGES = ("num_epochs", "log_every_steps", "checkpoint_every_steps", 
 FINGERPRINT_KEY = "config_fingerprint"
 CONFIG_KEY = "config"
 NUM_RECORDS_KEY = "num_records"
+RECORD_STEPS_KEY = "record_steps"
 
 
 def fingerprinted(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -82,19 +85,69 @@ def check_config(meta: Mapping[str, Any], config: ml_collections.ConfigDict, whe
                              f"({details}). Resume it with the same config, or use a new --workdir.")
 
 
+def checkpoint_records(record_steps: list[int]) -> dict[str, Any]:
+  """The metrics part of a checkpoint's meta: the steps of the records written so far."""
+  return {NUM_RECORDS_KEY: len(record_steps), RECORD_STEPS_KEY: [int(s) for s in record_steps]}
+
+
+def _steps(steps: list[int]) -> str:
+  """``8``, ``8 and 12``, ``8, 12 and 16``; a long list is cut in the middle."""
+  words = [str(s) for s in steps]
+  if len(words) > 6:
+    words = [*words[:3], "...", words[-1]]
+    return f"{', '.join(words)} ({len(steps)} in all)"
+  return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _problems(kept: list[int], expected: list[int] | None) -> list[str]:
+  """What is wrong with the record steps ``kept`` (the file's, up to the checkpoint's step),
+  against the checkpoint's ``expected`` ones (None: not saved; then only duplicates and order)."""
+  problems = []
+  counts = collections.Counter(kept)
+  if expected is not None:
+    missing = sorted(set(expected) - counts.keys())
+    extra = sorted(counts.keys() - set(expected))
+    if len(missing) == 1:
+      problems.append(f"the record of step {missing[0]} is missing")
+    elif missing:
+      problems.append(f"the records of steps {_steps(missing)} are missing")
+    if extra:
+      problems.append(f"step{'s' if len(extra) > 1 else ''} {_steps(extra)} "
+                      f"{'were' if len(extra) > 1 else 'was'} not logged by this run")
+  repeated = sorted(s for s, n in counts.items() if n > 1)
+  if len(repeated) == 1:
+    n = counts[repeated[0]]
+    problems.append(f"the record of step {repeated[0]} appears "
+                    f"{'twice' if n == 2 else f'{n} times'}")
+  elif repeated:
+    problems.append(f"the records of steps {_steps(repeated)} appear more than once")
+  backwards = [(a, b) for a, b in zip(kept, kept[1:]) if b < a]
+  if backwards:
+    problems.append("records out of order (" + ", ".join(f"step {b} after step {a}"
+                                                         for a, b in backwards[:3]) + ")")
+  return problems
+
+
 def check_metrics(meta: Mapping[str, Any], records: list[dict[str, Any]], step: int,
                   metrics_path: pathlib.Path, where: pathlib.Path) -> None:
-  """Refuses to resume when ``metrics.jsonl`` lost records that checkpoint ``where`` followed.
+  """Refuses to resume when ``metrics.jsonl`` does not hold the records that checkpoint
+  ``where`` followed.
+
+  Checked: the records up to ``step`` have the steps saved in the checkpoint's meta
+  (``record_steps``), each once, in order; with a checkpoint that saved only ``num_records``,
+  no step twice, in order, and no fewer records than that.
 
   Raises:
-    DataError: fewer records up to ``step`` than the checkpoint's ``num_records``.
+    DataError: naming the missing, duplicated or out-of-order steps.
   """
-  expected = meta.get(NUM_RECORDS_KEY)
-  kept = [r for r in records if r.get("step", 0) <= step]
-  if expected is None or len(kept) >= expected:
-    return
-  last = kept[-1]["step"] if kept else None
-  raise errors.DataError(
-      f"{metrics_path} holds {len(kept)} records (up to step {last}) but checkpoint {where} "
-      f"(step {step}) was saved after {expected}: {expected - len(kept)} records were lost. "
-      f"Restore {metrics_path.name} from a copy, or start over in a new --workdir.")
+  kept = [r.get("step", 0) for r in records if r.get("step", 0) <= step]
+  expected = meta.get(RECORD_STEPS_KEY)
+  problems = _problems(kept, None if expected is None else [int(s) for s in expected])
+  count = meta.get(NUM_RECORDS_KEY)
+  if expected is None and count is not None and len(kept) < count:
+    problems.append(f"{count - len(kept)} of the {count} records written before it were lost")
+  if problems:
+    raise errors.DataError(
+        f"{metrics_path} does not match checkpoint {where} (step {step}): "
+        f"{'; '.join(problems)}. Restore {metrics_path.name} from a copy, or start over in a "
+        f"new --workdir.")

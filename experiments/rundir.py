@@ -39,9 +39,13 @@ def prepare(workdir: os.PathLike | str) -> pathlib.Path:
   """Creates ``workdir`` and checks that the run can write there.
 
   Raises:
-    ConfigError: ``workdir`` (or a parent) is a file.
+    ConfigError: ``workdir`` is empty or blank (``pathlib`` would read it as the current
+      directory), or it (or a parent) is a file.
     RunError: it cannot be created or written (permissions, a read-only file system).
   """
+  if isinstance(workdir, str) and not workdir.strip():
+    raise errors.ConfigError(f"--workdir={workdir!r} is empty: name the run directory, e.g. "
+                             f"--workdir=runs/<name> (use --workdir=. for the current directory)")
   workdir = pathlib.Path(workdir)
   for path in (workdir, *workdir.parents):
     if path.exists() and not path.is_dir():

@@ -544,7 +544,7 @@ def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh,
             checkpoint(step, state, {
                 "step": step, "wall_time": wall_offset + time.time() - start,
                 "epoch": _epoch_of(step, steps_per_epoch), **resume.checkpoint_meta(config),
-                resume.NUM_RECORDS_KEY: writer.num_records,
+                **resume.checkpoint_records(writer.record_steps),
                 PENDING_KEY: [{k: float(v) for k, v in s.items()} for s in host_pending]})
         if signum:
           raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint "

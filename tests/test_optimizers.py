@@ -91,7 +91,7 @@ def test_every_optimizer_trains_the_tiny_mlp(name, mlp_task):
   _, _, _, history = train(opt, params, model_state, batch, 40)
   # The first step reports the loss and gradient norm at the initial parameters.
   np.testing.assert_allclose(history[0]["loss"], float(loss0), rtol=1e-5)
-  np.testing.assert_allclose(history[0]["grad_norm"], float(optax.global_norm(grads0)), rtol=1e-4)
+  np.testing.assert_allclose(history[0]["grad_norm"], float(optax.tree.norm(grads0)), rtol=1e-4)
   assert set(history[0]) >= {"loss", "grad_norm", "accuracy"}
   # 40 steps cut the cross-entropy (1.6 at the start) at least 4-fold (see MIN_REDUCTION).
   factor = MIN_REDUCTION.get(name, 4)
@@ -110,7 +110,7 @@ def test_weight_decay_is_added_to_the_gradient(mlp_task):
   assert history[0]["grad_norm"] == 0.0  # the loss gradient, before weight decay
   # what the preconditioner receives: the gradient plus weight decay
   np.testing.assert_allclose(history[0]["objective_grad_norm"],
-                             0.1 * float(optax.global_norm(params)), rtol=1e-5)
+                             0.1 * float(optax.tree.norm(params)), rtol=1e-5)
   # Adam's first step is -lr * g / (|g| + eps) with g = 0.1 * params.
   for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
     g = 0.1 * np.asarray(p, np.float64)
@@ -158,7 +158,7 @@ def test_kfac_trains_a_conv_net_with_batchnorm():
   # "loss" and "grad_norm" are the data loss's, without the 0.01/2 |theta|^2 KFAC optimizes.
   (loss0, _), grads0 = jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, None, batch)
   np.testing.assert_allclose(history[0]["loss"], float(loss0), rtol=1e-5)
-  np.testing.assert_allclose(history[0]["grad_norm"], float(optax.global_norm(grads0)), rtol=1e-4)
+  np.testing.assert_allclose(history[0]["grad_norm"], float(optax.tree.norm(grads0)), rtol=1e-4)
   assert history[-1]["loss"] < history[0]["loss"] / 2, [h["loss"] for h in history]
   mean0 = model_state["batch_stats"]["BatchNorm_0"]["mean"]
   assert float(jnp.abs(new_state["batch_stats"]["BatchNorm_0"]["mean"] - mean0).max()) > 1e-3
@@ -195,7 +195,7 @@ def test_objective_grad_norm_is_reported_only_with_weight_decay(mlp_task):
     _, _, _, decayed = train(optimizers.build_optimizer(config(name, weight_decay=0.5), loss_fn,
                                                         0.01), params, model_state, batch, 1)
     (_, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, None, batch)
-    want = optax.global_norm(jax.tree.map(lambda g, p: g + 0.5 * p, grads, params))
+    want = optax.tree.norm(jax.tree.map(lambda g, p: g + 0.5 * p, grads, params))
     np.testing.assert_allclose(decayed[0]["objective_grad_norm"], float(want), rtol=1e-4)
     np.testing.assert_allclose(decayed[0]["grad_norm"], plain[0]["grad_norm"], rtol=1e-6)
 
@@ -239,5 +239,5 @@ def test_metrics_of_the_other_optimizers(mlp_task):
   assert float(metrics["damping"]) == pytest.approx(1e-3) and float(metrics["momentum"]) == pytest.approx(0.9)
   one_params = train(optimizers.build_optimizer(config("kfac"), loss_fn, 0.01), params, model_state,
                      batch, 1)[0]
-  step2 = optax.global_norm(jax.tree.map(lambda a, b: a - b, new_params, one_params))
+  step2 = optax.tree.norm(jax.tree.map(lambda a, b: a - b, new_params, one_params))
   np.testing.assert_allclose(float(metrics["update_norm"]), float(step2), rtol=1e-4)

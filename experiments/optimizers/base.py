@@ -74,9 +74,9 @@ def gradient_stats(grads: Params, params: Params, weight_decay: float) -> dict[s
     ``grad_norm`` (of ``grads``) and, with weight decay, ``objective_grad_norm`` (of
     ``grads + weight_decay * params``, the gradient the preconditioner receives).
   """
-  stats = {"grad_norm": optax.global_norm(grads)}
+  stats = {"grad_norm": optax.tree.norm(grads)}
   if weight_decay:
-    stats["objective_grad_norm"] = optax.global_norm(
+    stats["objective_grad_norm"] = optax.tree.norm(
         jax.tree.map(lambda g, p: g + weight_decay * p, grads, params))
   return stats
 

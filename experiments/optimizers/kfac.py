@@ -242,6 +242,6 @@ def build(loss_fn: base.LossFn, learning_rate: optax.ScalarOrSchedule, *, dampin
     """Damping and momentum of the step that made ``opt_state``, and that step's length."""
     last = jnp.maximum(opt_state.step_counter - 1, 0)
     return {"damping": schedules["damping"](last), "momentum": schedules["momentum"](last),
-            "update_norm": optax.global_norm(opt_state.velocities)}
+            "update_norm": optax.tree.norm(opt_state.velocities)}
 
   return base.Optimizer(init=init, step=step, name=name, metrics=metrics)
