@@ -1,6 +1,7 @@
 """The main job: MBAG against its baselines on scikit-learn's digits, offline, on a CPU in minutes.
 
   python -m examples.demo [--optimizers adam,mbag,...] [--seeds 3] [--out runs/demo] [--no-autoencoder]
+                          [--no-figures] [--table-only]
 
 For every optimizer of the registry (adam, adagrad, kfac, shampoo, adablock,
 mbag, mbag_n, mbag_ema) and seed, it trains with the one training loop of
@@ -12,11 +13,14 @@ mbag, mbag_n, mbag_ema) and seed, it trains with the one training loop of
   runs in ``<out>/autoencoder/<optimizer>/seed_<k>``;
 
 prints a comparison table (final test accuracy / loss, training loss, step time
-relative to Adam), and draws the figures with ``python -m paper_figures`` into
-``<out>/figures``. Each run directory has the full contract (config.json,
-metrics.jsonl, TensorBoard events, checkpoints), so a second invocation reuses
-finished runs and resumes interrupted ones. Digits is a stand-in that ships
-with scikit-learn, not one of the paper's data sets.
+relative to Adam), and draws with ``python -m paper_figures`` into ``<out>/figures``
+what these runs can feed (:data:`FIGURES`): the stand-ins of Table I, Figure 2 and
+Figure 3 on digits and MBAG's numerical health. It says once, at the end, what it does
+not make and why (:data:`NOT_MADE`). Each run directory has the full contract
+(config.json, metrics.jsonl, TensorBoard events, checkpoints), so a second invocation
+reuses finished runs and resumes interrupted ones; ``--table-only`` prints the tables
+of the runs in ``--out`` again. Digits is a stand-in that ships with scikit-learn, not
+one of the paper's data sets.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ import subprocess
 import sys
 import time
 
+import tabulate
 from absl import logging
 
+from experiments import metrics as metrics_lib
 from experiments import train
 from experiments import xla_flags
 from experiments.configs import common
@@ -44,6 +50,16 @@ TASKS = {
 }
 
 
+# What the demo's runs feed (``python -m paper_figures --only``) ...
+FIGURES = ("table1", "figure2", "figure3", "health")
+# ... and what they cannot, said once at the end.
+NOT_MADE = ("Not made by the demo, which trains only these digits stand-ins: Table I and Figures "
+            "2-3 on the paper's data sets (ResNet-56 on CIFAR-10, autoencoders on FACES and CURVES: "
+            "downloads and hours on a GPU, see docs/experiments.md), the Theorem 1 figure (python "
+            "-m theory.verify, docs/theory.md) and the ablation study (python -m "
+            "experiments.ablation, docs/benchmarks.md).")
+
+
 def _mean_std(values):
   if not values:
     return "-"
@@ -51,9 +67,30 @@ def _mean_std(values):
   return f"{mean:.4g}" + (f" ± {statistics.stdev(values):.2g}" if len(values) > 1 else "")
 
 
+def _workdir(out: pathlib.Path, task: str, name: str, seed: int) -> pathlib.Path:
+  return out / TASKS[task][1] / name / f"seed_{seed}"
+
+
+def read_task(task: str, optimizers, seeds: int, out: pathlib.Path):
+  """The summaries of runs already in ``out`` (``--table-only``): ``{optimizer: [summary]}``.
+
+  A summary is what ``train.run`` returns: the last value of every metric its records hold.
+  """
+  results = {}
+  for name in optimizers:
+    results[name] = []
+    for seed in range(seeds):
+      records = metrics_lib.read_records(_workdir(out, task, name, seed) / metrics_lib.METRICS_FILE)
+      if records:
+        summary = {k: v for r in records for k, v in r.items()}
+        summary.pop("wall_time", None)
+        results[name].append(summary)
+  return results
+
+
 def run_task(task: str, optimizers, seeds: int, out: pathlib.Path, epochs: int | None):
   """Trains every (optimizer, seed) of ``task``; returns ``{optimizer: [summary per seed]}``."""
-  preset, sub, _ = TASKS[task]
+  preset, _, _ = TASKS[task]
   results = {}
   for name in optimizers:
     results[name] = []
@@ -63,7 +100,7 @@ def run_task(task: str, optimizers, seeds: int, out: pathlib.Path, epochs: int |
       config.seed = seed
       if epochs is not None:
         config.num_epochs = epochs
-      workdir = out / sub / name / f"seed_{seed}"
+      workdir = _workdir(out, task, name, seed)
       start = time.time()
       try:
         summary = dict(train.run(config, workdir).summary)
@@ -79,20 +116,24 @@ def run_task(task: str, optimizers, seeds: int, out: pathlib.Path, epochs: int |
 
 
 def print_table(task: str, results) -> None:
-  """One row per optimizer: mean ± std over seeds of the final metrics, step time vs Adam."""
+  """One row per optimizer: mean ± std over seeds of the final metrics, step time vs Adam.
+
+  The columns are as wide as their widest cell (``tabulate``'s pipe format, Markdown).
+  """
   keys = TASKS[task][2]
   step_times = {n: statistics.median([s["step_time"] for s in r if "step_time" in s] or [float("nan")])
                 for n, r in results.items()}
   adam = step_times.get("adam")
-  print(f"\n{task} (scikit-learn digits, {len(next(iter(results.values())))} seed(s)):")
-  header = f"| {'optimizer':<9} | " + " | ".join(f"{k:<16}" for k in keys) + " | step time | vs adam |"
-  print(header)
-  print("|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|")
+  rows = []
   for name, runs in results.items():
     cells = [_mean_std([r[k] for r in runs if k in r]) for k in keys]
     ratio = f"{step_times[name] / adam:.2f}x" if adam else "-"
-    print(f"| {name:<9} | " + " | ".join(f"{c:<16}" for c in cells)
-          + f" | {step_times[name] * 1e3:6.2f} ms | {ratio:>7} |")
+    rows.append([name, *cells, f"{step_times[name] * 1e3:.2f} ms", ratio])
+  seeds = max((len(r) for r in results.values()), default=0)
+  print(f"\n{task} (scikit-learn digits, {seeds} seed(s)):")
+  print(tabulate.tabulate(rows, headers=["optimizer", *keys, "step time", "vs adam"],
+                          tablefmt="pipe", colalign=["left"] + ["right"] * (len(keys) + 2),
+                          disable_numparse=True))
 
 
 def main(argv=None) -> int:
@@ -104,10 +145,16 @@ def main(argv=None) -> int:
   parser.add_argument("--epochs", type=int, default=None, help="override the presets' epochs")
   parser.add_argument("--no-autoencoder", action="store_true", help="classification only")
   parser.add_argument("--no-figures", action="store_true", help="do not call paper_figures")
+  parser.add_argument("--table-only", action="store_true",
+                      help="print the tables of the runs already in --out (no training, no figures)")
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)
   optimizers = [o for o in args.optimizers.split(",") if o]
   tasks = ["classification"] + ([] if args.no_autoencoder else ["autoencoder"])
+  if args.table_only:
+    for task in tasks:
+      print_table(task, read_task(task, optimizers, args.seeds, args.out))
+    return 0
   start = time.time()
   results = {}
   for task in tasks:
@@ -124,11 +171,14 @@ def main(argv=None) -> int:
     else:
       command = [sys.executable, "-m", "paper_figures", "--runs", str(args.out),
                  "--out", str(args.out / "figures")]
-      print("drawing figures:", " ".join(command[1:]), flush=True)
+      for product in FIGURES:
+        command += ["--only", product]
+      print("\ndrawing figures:", " ".join(command[1:]), flush=True)
       status = subprocess.run(command, check=False).returncode
-      if status not in (0, 1):  # 1: some figure had missing inputs (the paper's data sets)
+      if status not in (0, 1):  # 1: an input was skipped or nothing could be drawn
         print(f"paper_figures failed with exit status {status}")
         return status
+      print(NOT_MADE)
   return 0
 
 

@@ -21,6 +21,7 @@ import sys
 from typing import Sequence
 
 import jax
+import tabulate
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -84,6 +85,17 @@ def write_report(path: pathlib.Path, metric: str, results: dict[str, dict[str, f
   return report
 
 
+def format_table(results: dict[str, dict[str, float]], lrs: Sequence[float],
+                 best_lrs: dict[str, str]) -> str:
+  """The scores as a Markdown table, one row per optimizer, one column per learning rate and the
+  best; columns as wide as their widest cell ("inf": the run diverged)."""
+  rows = [[name, *(f"{scores[f'{lr:g}']:.4g}" for lr in lrs), best_lrs[name]]
+          for name, scores in results.items()]
+  return tabulate.tabulate(rows, headers=["optimizer", *(f"{lr:g}" for lr in lrs), "best"],
+                           tablefmt="pipe", colalign=["left"] + ["right"] * (len(lrs) + 1),
+                           disable_numparse=True)
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
@@ -94,10 +106,7 @@ def main(argv):
   results = sweep(config, workdir, optimizers, lrs, f.metric, f.data_dir)
   chosen = write_report(workdir / "sweep.json", f.metric, results,
                         "python -m experiments.sweep " + " ".join(sys.argv[1:]))["best"]
-  header = f"{'optimizer':>9} " + " ".join(f"{lr:>9g}" for lr in lrs) + "   best"
-  print(header)
-  for name, scores in results.items():
-    print(f"{name:>9} " + " ".join(f"{scores[f'{lr:g}']:>9.4g}" for lr in lrs) + f"   {chosen[name]}")
+  print(format_table(results, lrs, chosen))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pathlib
 from typing import Sequence
 
-from matplotlib import pyplot as plt
-
 from paper_figures import plots
 from paper_figures import report
 from paper_figures import runs as runs_lib
@@ -27,29 +25,43 @@ def _dataset_key(dataset: str) -> tuple[int, str]:
 
 
 def plot_figure3(runs: Sequence[runs_lib.Run], title: str):
-  """Training loss per data set (columns) against iterations (top) and wall-clock time (bottom).
+  """Training loss per data set against iterations and time.
+
+  One column per data set, iterations on top and time below (the paper's layout); a single
+  data set is drawn as one row (iterations | time) so the figure is as wide as its legend.
+  The time is that of :func:`plots.time_axis` (training steps, log scale when the optimizers'
+  speeds differ).
 
   Returns:
     (figure, missing): ``missing`` names optimizers whose runs never logged train_loss.
   """
   datasets = sorted({r.dataset for r in runs}, key=_dataset_key)
-  divisor, unit = plots.time_unit(plots.max_wall_time(runs))
-  fig, axes = plt.subplots(2, len(datasets), figsize=(2.9 * len(datasets) + 0.6, 5.0),
-                           layout="constrained", squeeze=False)
+  time_axis = plots.time_axis(runs)
+  notes = ["Mean over seeds, ±1 std shaded; training loss: mean over the batches since the "
+           "previous record (one every log_every_steps)."]
+  notes += plots.time_notes(runs)
+  if len(datasets) == 1:
+    fig, panels, grid = plots.figure_with_notes(1, 2, (7.6, 3.6), notes)
+    axes = grid.reshape(2, 1)  # [iterations, time] x [data set]
+  else:
+    fig, panels, axes = plots.figure_with_notes(
+        2, len(datasets), (3.3 * len(datasets) + 0.6, 5.6), notes)
   missing = []
   for col, dataset in enumerate(datasets):
     by_optimizer = plots.group_by_optimizer([r for r in runs if r.dataset == dataset])
-    for row, (x_axis, x_label, scale) in enumerate(
-        (("x", "iteration", 1.0), ("wall", plots.wall_time_label(runs, unit), divisor))):
+    for row, (x_axis, scale) in enumerate((("x", 1.0), (time_axis.attr, time_axis.divisor))):
       ax = axes[row, col]
       absent = plots.draw_metric(ax, by_optimizer, series.step_curve, "train_loss", x_axis, scale)
-      ax.set_xlabel(x_label)
-      ax.set_ylabel("training loss")
+      if row == 0:
+        ax.set_xlabel("iteration")
+        missing.extend(f"{dataset}/{o}: train_loss not logged" for o in absent)
+      else:
+        plots.apply_time_axis(ax, time_axis)
+      ax.set_ylabel(style.loss_label(TASK, dataset, "training"))
       if row == 0:
         ax.set_title(style.dataset_name(dataset))
-        missing.extend(f"{dataset}/{o}: train_loss not logged" for o in absent)
   fig.suptitle(title)
-  plots.figure_legend(fig, axes)
+  plots.figure_legend(panels, axes)
   return fig, missing
 
 
@@ -77,6 +89,6 @@ def build_figure3(runs: Sequence[runs_lib.Run], out_dir: pathlib.Path) -> list[r
     product.missing.extend(missing_metrics)
     if len({r.hardware for r in group}) > 1:
       product.notes.append("runs come from different hardware: wall-clock curves are not comparable")
-    product.notes.extend(series.wall_clock_notes(group))
+    product.notes.extend(plots.time_notes(group, for_summary=True))
     products.append(product)
   return products

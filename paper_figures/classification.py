@@ -10,8 +10,6 @@ from __future__ import annotations
 import pathlib
 from typing import Sequence
 
-from matplotlib import pyplot as plt
-
 from paper_figures import plots
 from paper_figures import report
 from paper_figures import runs as runs_lib
@@ -19,12 +17,7 @@ from paper_figures import series
 from paper_figures import style
 from paper_figures import table
 
-FIGURE2_PANELS = (
-    ("train_loss", "training loss"),
-    ("train_accuracy", "training accuracy (%)"),
-    ("test_loss", "test loss"),
-    ("test_accuracy", "test accuracy (%)"),
-)
+FIGURE2_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 CIFAR_DATASETS = ("cifar10", "cifar-10", "cifar")
 EXPECTED_OPTIMIZERS = tuple(table.PAPER_TABLE_I)
 
@@ -71,35 +64,37 @@ def _setting_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
   notes = []
   if len({r.hardware for r in runs}) > 1:
     notes.append("runs come from different hardware: wall-clock curves are not comparable")
-  return notes + series.wall_clock_notes(runs)
+  return notes + plots.time_notes(runs, for_summary=True)
 
 
 def _missing(by_optimizer, expected: Sequence[str]) -> list[str]:
   return [f"no runs for {o}" for o in expected if o not in by_optimizer]
 
 
+NO_CIFAR = "no CIFAR-10 runs (task 'cifar', python -m experiments.cifar)"
+
+
 def build_table1(runs: Sequence[runs_lib.Run], out_dir: pathlib.Path) -> list[report.Product]:
   """Writes ``table1.md`` and ``table1.tex`` (one table per preset of the CIFAR-10 runs).
 
   Without CIFAR-10 runs, writes ``table_digits.md``/``.tex`` from digits runs instead
-  (without the paper's column, titled as not CIFAR-10).
+  (without the paper's column, titled as not CIFAR-10; the product says Table I is missing,
+  as Figure 2's stand-in does).
   """
   cifar = [r for r in runs if is_cifar(r)]
   digits = [r for r in runs if is_digits_classification(r)]
-  products = []
   if cifar:
-    products.append(_write_tables(
+    return [_write_tables(
         cifar, out_dir, "table1", "Table I", paper=table.PAPER_TABLE_I,
-        caption="Test accuracy (%) for {setting}; paper: ResNet-56 / CIFAR-10, 200 epochs, 5 runs"))
-  else:
-    products.append(report.Product(
-        title="Table I", missing=["no CIFAR-10 runs (task 'cifar'): Table I not written"]))
-    if digits:
-      products.append(_write_tables(
-          digits, out_dir, "table_digits", "Table I stand-in (digits, NOT CIFAR-10)",
-          paper=None, caption="Final test accuracy (%) for {setting}: a smoke test on "
-          "scikit-learn's digits, not CIFAR-10 and not comparable with the paper's Table I"))
-  return products
+        caption="Test accuracy (%) for {setting}; paper: ResNet-56 / CIFAR-10, 200 epochs, 5 runs")]
+  if not digits:
+    return [report.Product(title="Table I", missing=[f"{NO_CIFAR}: Table I not written"])]
+  product = _write_tables(
+      digits, out_dir, "table_digits", "Table I stand-in (digits, NOT CIFAR-10)",
+      paper=None, caption="Final test accuracy (%) for {setting}: a stand-in, not CIFAR-10 "
+      "and not comparable with the paper's Table I")
+  product.missing.insert(0, f"{NO_CIFAR}: this stand-in instead of Table I")
+  return [product]
 
 
 def _write_tables(runs, out_dir, stem, title, *, paper, caption) -> report.Product:
@@ -125,28 +120,53 @@ def _write_tables(runs, out_dir, stem, title, *, paper, caption) -> report.Produ
   return product
 
 
+def panel_labels(runs: Sequence[runs_lib.Run]) -> dict[str, str]:
+  """The y label of each panel of Figure 2, the losses in the units of the runs' task."""
+  task, dataset = runs[0].task, runs[0].dataset
+  return {"train_loss": style.loss_label(task, dataset, "training"),
+          "train_accuracy": "training accuracy (%)",
+          "test_loss": style.loss_label(task, dataset, "test"),
+          "test_accuracy": "test accuracy (%)"}
+
+
+def figure2_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
+  """What the curves are, and what in their times is not what it seems (written under Figure 2)."""
+  tests = {r.config.get("num_test") for r in runs}
+  test_set = (f"the {tests.pop()} test examples" if len(tests) == 1 and None not in tests
+              else "the test set")
+  return [f"Mean over seeds, ±1 std shaded. Training loss and accuracy: mean over each epoch's "
+          f"training batches; test: {test_set}, at the end of each evaluated epoch.",
+          *plots.time_notes(runs)]
+
+
 def plot_figure2(runs: Sequence[runs_lib.Run], title: str):
-  """Training/test loss and accuracy against epochs (top) and wall-clock time (bottom).
+  """Training/test loss and accuracy against epochs (top) and time (bottom).
+
+  The bottom row's time is the time spent in training steps when every run logged
+  ``step_time`` (else wall-clock time), on a log scale when the optimizers' total times
+  differ by ``plots.LOG_TIME_RATIO`` or more (:func:`plots.time_axis`).
 
   Returns:
     (figure, missing) with ``missing`` naming optimizer/metric pairs never logged.
   """
   by_optimizer = plots.group_by_optimizer(runs)
-  divisor, unit = plots.time_unit(plots.max_wall_time(runs))
-  fig, axes = plt.subplots(2, len(FIGURE2_PANELS), figsize=(11, 5.2), layout="constrained",
-                           squeeze=False)
+  time_axis = plots.time_axis(runs)
+  labels = panel_labels(runs)
+  fig, panels, axes = plots.figure_with_notes(2, len(FIGURE2_METRICS), (11, 5.6),
+                                              figure2_notes(runs))
   missing = []
-  for col, (metric, label) in enumerate(FIGURE2_PANELS):
-    for row, (x_axis, x_label, scale) in enumerate(
-        (("x", "epoch", 1.0), ("wall", plots.wall_time_label(runs, unit), divisor))):
+  for col, metric in enumerate(FIGURE2_METRICS):
+    for row, (x_axis, scale) in enumerate((("x", 1.0), (time_axis.attr, time_axis.divisor))):
       ax = axes[row, col]
       absent = plots.draw_metric(ax, by_optimizer, series.epoch_curve, metric, x_axis, scale)
-      ax.set_xlabel(x_label)
-      ax.set_ylabel(label)
       if row == 0:
+        ax.set_xlabel("epoch")
         missing.extend(f"{o}: {metric} not logged" for o in absent)
+      else:
+        plots.apply_time_axis(ax, time_axis)
+      ax.set_ylabel(labels[metric])
   fig.suptitle(title)
-  plots.figure_legend(fig, axes)
+  plots.figure_legend(panels, axes)
   return fig, missing
 
 
@@ -169,7 +189,7 @@ def build_figure2(runs: Sequence[runs_lib.Run], out_dir: pathlib.Path) -> list[r
       product = report.Product(title=f"Figure 2 stand-in ({style.dataset_name(group[0].dataset)}, "
                                f"preset {group[0].preset}; NOT CIFAR-10)")
       fig_title = f"{setting} (smoke test, NOT CIFAR-10)"
-      product.missing.append("no CIFAR-10 runs: drawn from digits classification runs instead")
+      product.missing.append(f"{NO_CIFAR}: drawn from stand-in classification runs instead")
     with style.context():
       fig, missing_metrics = plot_figure2(group, fig_title)
       product.files = style.save(fig, out_dir, f"figure2_{key}")

@@ -118,16 +118,27 @@ def run(args: argparse.Namespace) -> int:
       products, runs_dir=args.runs, out_dir=out_dir, num_runs=len(loaded.runs),
       skipped=skipped + loaded.duplicates, verify_files=good_files)
   (out_dir / SUMMARY_FILE).write_text(summary, encoding="utf-8")
-  for product in products:
-    status = f"{len(product.files)} file(s)" if product.files else "not produced"
-    print(f"{product.title}: {status}" + (f"; missing: {'; '.join(product.missing)}"
-                                          if product.missing else ""))
-  print(f"summary: {out_dir / SUMMARY_FILE}")
+  print_products(products, out_dir)
   produced = any(p.files for p in products)
   if skipped:
     _log.error("%d malformed input(s) skipped (see above and %s)", len(skipped),
                out_dir / SUMMARY_FILE)
   return 1 if skipped or not produced else 0
+
+
+def print_products(products: Sequence[report.Product], out_dir: pathlib.Path) -> None:
+  """What was made (titles and file names), then what was not and why, one line each."""
+  made = [p for p in products if p.files]
+  not_made = [p for p in products if not p.files]
+  if made:
+    print(f"made in {out_dir}:")
+    for product in made:
+      print(f"  {product.title}: {', '.join(f.name for f in product.files)}")
+  if not_made:
+    print("not made, for want of their inputs:")
+    for product in not_made:
+      print(f"  {product.title}: {'; '.join(product.missing) or 'no inputs'}")
+  print(f"what each was made from, and what it lacks: {out_dir / SUMMARY_FILE}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

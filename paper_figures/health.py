@@ -30,6 +30,7 @@ METRICS = {
     "opt/root_error": ("root error, max over blocks", 1.0, "~1: a direction not converged"),
     "opt/min_denominator": ("smallest 1 + g^T H g", 1.0, "< 1: H not positive definite"),
 }
+MIN_SPAN = 0.01  # the y axis shows at least the reference +- 1 %
 
 
 def _logged(run: runs_lib.Run) -> bool:
@@ -48,11 +49,16 @@ def plot_health(runs: Sequence[runs_lib.Run], title: str):
       ax = axes[i, j]
       plots.draw_metric(ax, by_optimizer, series.step_curve, metric, "x")
       ax.axhline(reference, color="0.5", linewidth=0.8, linestyle=":", label=meaning)
+      # Values within 1e-6 of the reference would otherwise be drawn as "+1" and an offset
+      # ("1e-6+1"): keep plain tick labels and at least +-1 % around the reference in view.
+      low, high = ax.get_ylim()
+      ax.set_ylim(min(low, reference * (1 - MIN_SPAN)), max(high, reference * (1 + MIN_SPAN)))
+      ax.ticklabel_format(axis="y", useOffset=False)
       ax.set_xlabel("iteration")
       ax.set_ylabel(label)
       ax.set_title(f"{task} / {style.dataset_name(dataset)}")
   fig.suptitle(title)
-  plots.figure_legend(fig, axes)
+  plots.figure_legend(fig, axes, last=[meaning for _, _, meaning in METRICS.values()])
   return fig
 
 

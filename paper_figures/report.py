@@ -64,7 +64,7 @@ def summary_markdown(products: Sequence[Product], *, runs_dir: pathlib.Path,
     if product.files:
       lines.append("Produced: " + ", ".join(f"`{rel(f)}`" for f in product.files))
     else:
-      lines.append("Produced: nothing (inputs missing, see below).")
+      lines.append("Not made: its inputs are not among these runs (see Missing).")
     lines.append("")
     for header, items in (("Inputs", product.used), ("Missing", product.missing),
                           ("Notes", product.notes)):

@@ -10,7 +10,13 @@ Conventions (documented in docs/experiments.md, "Regenerating the paper's table 
     last value before the restart; the JIT compilation a record reports as
     ``compile_time`` (the training loop logs it once per start) is subtracted from
     that record and every later one, so curves show training time, not compile time;
-  * spread over seeds is the sample standard deviation (ddof=1).
+  * ``step_time`` of a record is the mean time of the steps since the previous record, without
+    the first step after a (re)start (it compiled: the record with ``compile_time``), evaluation,
+    logging and checkpoints (``experiments/periodic.py``, ``StepTimer``); summed over the
+    records it is the time spent in training steps (:func:`train_clock`), the time axis of the
+    figures when every run logged it;
+  * spread over seeds is the sample standard deviation (ddof=1); against time, seeds are
+    averaged at equal steps (:func:`seed_band_in_time`).
 """
 
 from __future__ import annotations
@@ -34,11 +40,14 @@ class Curve(NamedTuple):
     x: [n] float64, epochs or steps (strictly increasing).
     wall: [n] float64, seconds since the start of the run at each point.
     y: [n] float64, the metric (accuracy in percent).
+    train: [n] float64, seconds spent in training steps up to each point (:func:`train_clock`),
+      or None when the run did not log ``step_time``.
   """
 
   x: np.ndarray
   wall: np.ndarray
   y: np.ndarray
+  train: np.ndarray | None = None
 
 
 class Band(NamedTuple):
@@ -126,6 +135,107 @@ def wall_clock(run: runs_lib.Run) -> WallClock:
                    compile_seconds=float(compile_seconds[-1]) if compile_seconds.size else 0.0)
 
 
+def train_clock(run: runs_lib.Run) -> np.ndarray | None:
+  """Seconds spent in training steps up to each record, from the logged ``step_time``.
+
+  ``T_k = sum_{j <= k} step_time_j * n_j``, ``n_j = step_j - step_{j-1}`` less 1 for a record
+  with ``compile_time`` (the compiling step is not in ``step_time``; after a resume, the steps
+  between the record before it and the checkpoint are counted at the resumed interval's rate). Evaluation, logging,
+  checkpoints and the first step's compilation are not in it; compilation the loop did not
+  see (a second program compiled at a later step) is: :func:`slow_start` finds it.
+
+  Returns:
+    [len(run.records)] float64, or None when a record that timed steps has no ``step_time``
+    (runs written by another loop): the figures then use :func:`wall_clock`.
+  """
+  total, previous, out = 0.0, 0, []
+  for record in run.records:
+    step = int(record["step"])
+    timed = max(step - previous - (1 if runs_lib._is_number(record.get("compile_time")) else 0), 0)
+    previous = max(previous, step)
+    step_time = record.get("step_time")
+    if timed:
+      if not runs_lib._is_number(step_time) or not math.isfinite(step_time):
+        return None
+      total += float(step_time) * timed
+    out.append(total)
+  return np.array(out, dtype=np.float64) if out else None
+
+
+class SlowStart(NamedTuple):
+  """A first timed interval after a (re)start much slower than the run's usual step.
+
+  Attributes:
+    first_step, last_step: the steps of the interval (the step after the compiling one, the
+      record's step).
+    seconds: the interval's time in training steps.
+    ratio: its ``step_time`` over the median ``step_time`` of the run's records.
+  """
+
+  first_step: int
+  last_step: int
+  seconds: float
+  ratio: float
+
+
+# A first interval this many times slower than the median step compiled something.
+SLOW_START_RATIO = 10.0
+# What was measured to cause a slow start (JAX_LOG_COMPILES=1 on the digits autoencoder):
+# kfac-jax's step takes "update the curvature now" as a static argument, so its steps with a
+# curvature update (every T1, step 1 among them) and without are two programs; the second
+# compiles at step 2, after the compilation the loop logs.
+_KFAC_JAX_SECOND_PROGRAM = ("kfac-jax compiles a second step program, for its steps without a "
+                            "curvature update, at step 2")
+SLOW_START_CAUSES = {"kfac": _KFAC_JAX_SECOND_PROGRAM}
+
+
+def slow_start(run: runs_lib.Run) -> SlowStart | None:
+  """The first timed interval after the start if its ``step_time`` is over ``SLOW_START_RATIO``
+  times the run's median ``step_time`` (compilation the loop did not log), else None."""
+  times = [(i, float(r["step_time"])) for i, r in enumerate(run.records)
+           if runs_lib._is_number(r.get("step_time")) and math.isfinite(r["step_time"])]
+  if len(times) < 3:
+    return None
+  median = float(np.median([t for _, t in times]))
+  index, first = times[0]
+  if median <= 0 or first <= SLOW_START_RATIO * median:
+    return None
+  record = run.records[index]
+  previous = int(run.records[index - 1]["step"]) if index else 0
+  compiled = 1 if runs_lib._is_number(record.get("compile_time")) else 0
+  timed = int(record["step"]) - previous - compiled
+  return SlowStart(first_step=previous + 1 + compiled, last_step=int(record["step"]),
+                   seconds=first * timed, ratio=first / median)
+
+
+def slow_start_notes(runs: Sequence[runs_lib.Run], style_name) -> list[str]:
+  """One line per optimizer whose runs start slowly: which steps, how long, and why if known.
+
+  Args:
+    runs: the runs of one figure.
+    style_name: ``optimizer -> display name``.
+  """
+  by_optimizer: dict[str, list[SlowStart]] = {}
+  for run in runs:
+    slow = slow_start(run)
+    if slow is not None:
+      by_optimizer.setdefault(run.optimizer, []).append(slow)
+  notes = []
+  for optimizer, slows in by_optimizer.items():
+    seconds = [s.seconds for s in slows]
+    steps = {(s.first_step, s.last_step) for s in slows}
+    where = (f"steps {slows[0].first_step}-{slows[0].last_step}" if len(steps) == 1
+             else "its first logged steps")
+    took = (f"{min(seconds):.2g}-{max(seconds):.2g} s" if len(seconds) > 1 and
+            f"{min(seconds):.2g}" != f"{max(seconds):.2g}" else f"{seconds[0]:.2g} s")
+    cause = SLOW_START_CAUSES.get(optimizer, "likely a compilation after step 1, which the "
+                                             "training loop does not log")
+    notes.append(f"{style_name(optimizer)} starts late: its {where} took {took}, "
+                 f"{min(s.ratio for s in slows):.0f}x its usual step time ({cause}); that time "
+                 f"is kept ({len(slows)} of {sum(r.optimizer == optimizer for r in runs)} runs).")
+  return notes
+
+
 def wall_clock_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
   """Summary lines about wall-clock corrections made to ``runs`` (empty when none)."""
   clocks = [(run, wall_clock(run)) for run in runs]
@@ -139,7 +249,7 @@ def wall_clock_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
     notes.append(f"wall-clock axes exclude JIT compilation ({len(compiled)} of {len(runs)} run(s) "
                  f"logged compile_time, {min(compiled):.3g}-{max(compiled):.3g} s each); that is "
                  "the first step's compilation after each start: programs compiled later (kfac-jax "
-                 "compiles one per kind of step) stay in the curves")
+                 "compiles a second step program at step 2) stay in the curves")
   for run, clock in clocks:
     if clock.restarts:
       notes.append(f"{run.path / runs_lib.METRICS_FILE}: wall_time goes back at line(s) "
@@ -149,12 +259,19 @@ def wall_clock_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
 
 
 def _points(run: runs_lib.Run, metric: str, x_key: str):
+  """(x, wall time, training time or NaN, value) of each record that logged ``metric``."""
   wall = wall_clock(run).seconds
+  train = train_clock(run)
+  train = np.full(len(run.records), np.nan) if train is None else train
   scale = metric_scale(run, metric)
-  for record, t in zip(run.records, wall):
+  for record, t, s in zip(run.records, wall, train):
     value = record.get(metric)
     if runs_lib._is_number(value):
-      yield float(record[x_key]), float(t), float(value) * scale
+      yield float(record[x_key]), float(t), float(s), float(value) * scale
+
+
+def _train_or_none(values: np.ndarray) -> np.ndarray | None:
+  return None if np.isnan(values).any() else values
 
 
 def epoch_curve(run: runs_lib.Run, metric: str) -> Curve | None:
@@ -163,15 +280,16 @@ def epoch_curve(run: runs_lib.Run, metric: str) -> Curve | None:
   The wall time of an epoch is that of its last record. Returns None when the
   run never logged ``metric``.
   """
-  groups: dict[float, list[tuple[float, float]]] = {}
-  for epoch, t, value in _points(run, metric, "epoch"):
-    groups.setdefault(epoch, []).append((t, value))
+  groups: dict[float, list[tuple[float, float, float]]] = {}
+  for epoch, t, s, value in _points(run, metric, "epoch"):
+    groups.setdefault(epoch, []).append((t, s, value))
   if not groups:
     return None
   x = np.array(sorted(groups))
-  wall = np.array([max(t for t, _ in groups[e]) for e in x])
-  y = np.array([np.mean([v for _, v in groups[e]]) for e in x])
-  return Curve(x=x, wall=wall, y=y)
+  wall = np.array([max(t for t, _, _ in groups[e]) for e in x])
+  train = np.array([max(s for _, s, _ in groups[e]) for e in x])
+  y = np.array([np.mean([v for _, _, v in groups[e]]) for e in x])
+  return Curve(x=x, wall=wall, y=y, train=_train_or_none(train))
 
 
 def step_curve(run: runs_lib.Run, metric: str) -> Curve | None:
@@ -179,14 +297,15 @@ def step_curve(run: runs_lib.Run, metric: str) -> Curve | None:
 
   Returns None when the run never logged ``metric``.
   """
-  by_step: dict[float, tuple[float, float]] = {}
-  for step, t, value in _points(run, metric, "step"):
-    by_step[step] = (t, value)
+  by_step: dict[float, tuple[float, float, float]] = {}
+  for step, t, s, value in _points(run, metric, "step"):
+    by_step[step] = (t, s, value)
   if not by_step:
     return None
   x = np.array(sorted(by_step))
   return Curve(x=x, wall=np.array([by_step[s][0] for s in x]),
-               y=np.array([by_step[s][1] for s in x]))
+               y=np.array([by_step[s][2] for s in x]),
+               train=_train_or_none(np.array([by_step[s][1] for s in x])))
 
 
 def final_test_accuracy(run: runs_lib.Run) -> FinalAccuracy | None:
@@ -247,3 +366,23 @@ def seed_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> Band:
   with np.errstate(invalid="ignore", divide="ignore"):
     std = np.where(count > 1, np.sqrt((deviation ** 2).sum(axis=0) / (count - 1)), np.nan)
   return Band(x=grid, mean=mean, std=std, count=count)
+
+
+def seed_band_in_time(curves: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Band:
+  """Mean and spread over seeds against time, the seeds lined up at equal steps (or epochs).
+
+  The band is :func:`seed_band` over x (steps or epochs), and each of its points is placed at
+  the mean time at which the seeds that reach it got there. A band over the union of the
+  seeds' *times* instead would jump up wherever a seed that started later (a slower
+  compilation) enters the mean with its first, high loss: a saw-tooth that no seed has.
+
+  Args:
+    curves: per seed, (x, time, y) with x and time increasing.
+
+  Returns:
+    A :class:`Band` whose ``x`` is the mean time (kept non-decreasing where seeds of different
+    lengths leave the mean).
+  """
+  band = seed_band([(x, y) for x, _, y in curves])
+  times = seed_band([(x, t) for x, t, _ in curves])
+  return band._replace(x=np.maximum.accumulate(times.mean))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Sequence
 
+import tabulate
+
 from paper_figures import runs as runs_lib
 from paper_figures import series
 from paper_figures import style
@@ -151,13 +153,27 @@ def _header(with_paper: bool) -> list[str]:
   return ["Optimizer", "Test accuracy (%)", "Seeds", "Seed values", "Epochs run"]
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+                   align: Sequence[str] | None = None) -> str:
+  """A Markdown (pipe) table whose columns are as wide as their widest cell.
+
+  Args:
+    header: the column titles.
+    rows: the cells, as text (never re-read as numbers: "0.90" stays "0.90").
+    align: "left" or "right" per column; default: the first left, the others right.
+
+  Returns:
+    The table, one line per row, without a trailing newline.
+  """
+  align = align or ["left"] + ["right"] * (len(header) - 1)
+  return tabulate.tabulate([list(r) for r in rows], headers=list(header), tablefmt="pipe",
+                           colalign=list(align), disable_numparse=True)
+
+
 def to_markdown(rows: Sequence[Row], caption: str, *, with_paper: bool = True) -> str:
-  """The table as GitHub Markdown, caption above."""
-  head = _header(with_paper)
-  lines = [f"**{caption}**", "", "| " + " | ".join(head) + " |",
-           "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-  lines += ["| " + " | ".join(_cells(row, "±", with_paper)) + " |" for row in rows]
-  return "\n".join(lines) + "\n"
+  """The table as GitHub Markdown, caption above, columns sized to their content."""
+  table = markdown_table(_header(with_paper), [_cells(row, "±", with_paper) for row in rows])
+  return f"**{caption}**\n\n{table}\n"
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",

@@ -33,3 +33,15 @@ def test_sweep_scores_runs_marks_divergence_and_picks_the_best(tmp_path):
   assert on_disk == report
   assert on_disk["results"]["adam"]["1e+30"] is None
   assert on_disk["best"] == {"adam": expected} and on_disk["metric"] == "test_loss"
+
+
+def test_the_printed_table_sizes_columns_to_their_content():
+  results = {"adam": {"0.001": 0.30312, "0.01": math.inf},
+             "mbag/graft=adam": {"0.001": 0.29, "0.01": 0.2612345}}
+  lines = sweep.format_table(results, [1e-3, 1e-2], sweep.best(results)).splitlines()
+  pipes = {tuple(i for i, c in enumerate(line) if c == "|") for line in lines}
+  assert len(pipes) == 1  # the pipes of every row at the same places: the columns line up
+  cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+  assert cells[0] == ["optimizer", "0.001", "0.01", "best"]
+  assert cells[2] == ["adam", "0.3031", "inf", "0.001"]
+  assert cells[3] == ["mbag/graft=adam", "0.29", "0.2612", "0.01"]
