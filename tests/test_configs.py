@@ -193,10 +193,10 @@ def test_every_config_has_an_adamw_rate_and_the_neutral_schedule():
 def test_shakespeare_reference_preset_is_the_documented_benchmark():
   c = shakespeare.get_config("reference")
   assert (c.task, c.dataset, c.batch_size, c.train_subset, c.test_subset) == (
-      "char_lm", "shakespeare", 32, 11_264, 512)
-  assert c.num_epochs * c.train_subset // c.batch_size == 1056  # steps
+      "char_lm", "shakespeare", 24, 8_064, 384)
+  assert c.num_epochs * c.train_subset // c.batch_size == 1008  # steps
   assert (c.lr_schedule, c.warmup_steps, c.lr_final_fraction) == ("warmup_cosine", 100, 0.1)
-  assert (c.eval_every_steps, c.log_every_steps) == (88, 44)
+  assert (c.eval_every_steps, c.log_every_steps) == (84, 42)
   adamw = c.optimizer_config.adamw
   assert (adamw.weight_decay, adamw.mask, adamw.b2) == (0.1, "matrices", 0.99)
   m = c.optimizer_config.mbag
