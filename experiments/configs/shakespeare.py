@@ -23,7 +23,9 @@ Presets:
   beta = 0.9, T_sqr = 50, T_NS = 5); the stock attention kernels are grouped by the library's
   ``attention`` rule, nothing declared. One run: ~2 minutes on one CPU core (docs/benchmarks.md).
 - ``scan``: the same with the blocks under ``nn.scan`` (stacked parameters; the model declares
-  their layer axis to MBAG): the same optimisation path to float32 rounding.
+  their layer axis to MBAG): from the same initial numbers, the same optimisation path to
+  float32 rounding (``tests/test_transformer.py``); ``nn.scan`` draws a seed's initial
+  parameters differently (one key per layer), so a seed's run is not the ``reference`` one.
 - ``smoke``: d_model 32, 2 heads, 16 steps on 128 rows, T_sqr = 4: seconds on a CPU.
 """
 

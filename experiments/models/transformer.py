@@ -15,7 +15,8 @@ context 64 and the Shakespeare vocabulary of 77 characters: 424,781 parameters.
 ``scan=True`` is the same model with the blocks under ``nn.scan`` (parameters stacked on a
 leading layer axis, ``params["blocks"][...]``, instead of ``params["block_0"]``,
 ``params["block_1"]``, ...): the same function of the same numbers
-(:func:`stack_blocks` maps the one layout to the other). A stacked leaf's axes are declared by
+(:func:`stack_blocks` maps the one layout to the other; ``init`` draws different numbers for
+the two layouts, ``nn.scan`` splitting the key per layer). A stacked leaf's axes are declared by
 :func:`dimension_numbers` (layer axis 0, each layer by the default rule), so that MBAG cuts it
 into exactly the blocks of the unstacked layers.
 """
