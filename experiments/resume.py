@@ -30,7 +30,7 @@ from experiments import errors
 RESUMABLE_CHANGES = ("num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
                      "eval_every_epochs", "eval_every_steps", "eval_batch_size", "num_seeds")
 # Fields added to every config after runs were checkpointed, with the value that reproduces
-# those runs (the learning-rate schedule of experiments/train.py:LR_SCHEDULES).
+# those runs (the learning-rate schedule of experiments/schedules.py:LR_SCHEDULES).
 ADDED_FIELDS = {"lr_schedule": "step", "warmup_steps": 0, "lr_final_fraction": 0.0}
 # Per-optimizer tables: only the run's optimizer's entry changes its path.
 PER_OPTIMIZER_FIELDS = ("learning_rates", "optimizer_config")

@@ -100,7 +100,7 @@ def base_config(*, task: str, dataset: str, preset: str,
   for variant, other in LEARNING_RATE_OF.items():
     rates.setdefault(variant, rates[other])
   c.learning_rates = ml_collections.ConfigDict(rates)
-  # The learning-rate schedule, by name (experiments/train.py:LR_SCHEDULES):
+  # The learning-rate schedule, by name (experiments/schedules.py:LR_SCHEDULES):
   # "step": learning_rate, multiplied by lr_decay_factor at each epoch of lr_decay_epochs;
   # "warmup_cosine": linear warm-up from 0 over warmup_steps steps, then cosine decay to
   # learning_rate * lr_final_fraction at the last step.
