@@ -67,12 +67,20 @@ from experiments import parallel
 from experiments import periodic
 from experiments import resume
 from experiments import rundir
+from experiments import schedules
 from experiments import tasks as tasks_lib
 
 CONFIG_FILE = "config.json"
 RESUMABLE_CHANGES = resume.RESUMABLE_CHANGES
+LR_SCHEDULES = schedules.LR_SCHEDULES
+learning_rate_schedule = schedules.learning_rate_schedule
 _POSITIVE_INTS = ("batch_size", "eval_batch_size", "num_epochs", "eval_every_epochs",
                   "log_every_steps", "checkpoint_every_steps", "keep_checkpoints")
+
+
+# Fields added after runs were written, with the value a config without them has.
+_NEUTRAL_FIELDS = {"lr_schedule": "step", "warmup_steps": 0, "lr_final_fraction": 0.0,
+                   "eval_every_steps": 0}
 
 
 class NonFiniteError(errors.RunError):
@@ -128,6 +136,10 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     ValueError: a missing or invalid field, named with its value.
   """
   config = ml_collections.ConfigDict(config.to_dict())
+  # Fields added after runs were written: a config without them has the neutral value.
+  for field, neutral in _NEUTRAL_FIELDS.items():
+    if field not in config:
+      config[field] = neutral
   for field in ("task", "dataset", "optimizer", "seed", "learning_rates", "optimizer_config",
                 "lr_decay_epochs", "lr_decay_factor", "train_subset", "test_subset",
                 "track_bound", "weight_decay", "data_parallel", *_POSITIVE_INTS):
@@ -137,10 +149,14 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     value = config[field]
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       raise ValueError(f"config.{field} must be an integer >= 1, got {value!r}")
-  for field in ("train_subset", "test_subset", "seed"):
+  for field in ("train_subset", "test_subset", "seed", "warmup_steps", "eval_every_steps"):
     value = config[field]
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       raise ValueError(f"config.{field} must be an integer >= 0, got {value!r}")
+  if config.eval_every_steps % config.log_every_steps:
+    raise ValueError(f"config.eval_every_steps={config.eval_every_steps} must be a multiple of "
+                     f"config.log_every_steps={config.log_every_steps} (evaluations are "
+                     f"added to the records)")
   from experiments import optimizers  # pylint: disable=import-outside-toplevel
   if config.optimizer not in optimizers.OPTIMIZERS:
     raise errors.ConfigError(f"config.optimizer={config.optimizer!r} is not a known optimizer; "
@@ -154,27 +170,12 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
       or not math.isfinite(config.learning_rate)):
     raise ValueError(f"config.learning_rate must be a finite number > 0, got "
                      f"{config.learning_rate!r}")
-  decay = tuple(config.lr_decay_epochs)
-  if any(not isinstance(e, int) or e < 1 for e in decay) or list(decay) != sorted(decay):
-    raise ValueError(f"config.lr_decay_epochs must be increasing integers >= 1, got {decay!r}")
-  if (not isinstance(config.lr_decay_factor, (int, float)) or not config.lr_decay_factor > 0
-      or not math.isfinite(config.lr_decay_factor)):
-    raise ValueError(f"config.lr_decay_factor must be a finite number > 0, got "
-                     f"{config.lr_decay_factor!r}")
+  schedules.check_config(config)
   if not isinstance(config.track_bound, bool):
     raise ValueError(f"config.track_bound must be true or false, got {config.track_bound!r}")
   parallel.check_config(config)
   tasks_lib.get_task(config.task).resolve_config(config)
   return config
-
-
-def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
-  """``lr * factor^k`` after the k-th epoch of ``config.lr_decay_epochs`` (boundaries in steps)."""
-  boundaries = {}
-  for epoch in config.lr_decay_epochs:
-    step = int(epoch) * steps_per_epoch
-    boundaries[step] = boundaries.get(step, 1.0) * float(config.lr_decay_factor)
-  return optax.piecewise_constant_schedule(float(config.learning_rate), boundaries)
 
 
 def describe_hardware() -> str:
@@ -458,8 +459,9 @@ def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh,
 
   model = task.make_model(config, data.dataset)
   loss_fn = tasks_lib.make_loss_fn(task, model)
-  schedule = learning_rate_schedule(config, steps_per_epoch)
-  optimizer = optimizers.build_optimizer(config, loss_fn, schedule)
+  schedule = learning_rate_schedule(config, steps_per_epoch, total_steps)
+  optimizer = optimizers.build_optimizer(config, loss_fn, schedule,
+                                         dimension_numbers=task.dimension_numbers(config))
   bound = bound_tracking.TrackBound(config, schedule, loss_fn) if config.track_bound else None
   keys = make_keys(config.seed)
   batches = functools.partial(epoch_batches, data, keys, task=task, batch_size=config.batch_size,
@@ -491,7 +493,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh,
                             steps_per_epoch=steps_per_epoch)
   evaluation = periodic.Evaluate(functools.partial(evaluate, tasks_lib.make_eval_fn(task, model)),
                                  data.test, steps_per_epoch=steps_per_epoch,
-                                 every_epochs=config.eval_every_epochs, total_steps=total_steps)
+                                 every_epochs=config.eval_every_epochs,
+                                 every_steps=config.eval_every_steps, total_steps=total_steps)
   checkpoint = periodic.Checkpoint(ckpt, writer, every_steps=config.checkpoint_every_steps,
                                    total_steps=total_steps)
   check_finite = functools.partial(_check_finite, config=config, schedule=schedule,

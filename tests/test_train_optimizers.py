@@ -58,9 +58,9 @@ METRIC = {"cifar": "accuracy", "autoencoder": "squared_error"}
 def test_optimizer_takes_real_steps_and_resumes_from_a_checkpoint(name, task_name, tmp_path):
   config, task, model, batch = CASES[task_name]()
   config.optimizer = name
-  rates = LEARNING_RATES[task_name]  # a *_paper variant takes its modern counterpart's rate
+  rates = LEARNING_RATES[task_name]  # a *_paper variant (and AdamW) takes another's rate
   config.learning_rate = RATE_OVERRIDES.get((task_name, name)) or rates.get(name) or rates[
-      common.PAPER_VARIANTS[name]]
+      common.LEARNING_RATE_OF[name]]
   config = train.resolve_config(config)
   assert sorted(common.ALL_OPTIMIZER_NAMES) == sorted(optimizers.OPTIMIZERS)
   loss_fn = tasks.make_loss_fn(task, model)

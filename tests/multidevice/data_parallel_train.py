@@ -35,8 +35,8 @@ def spec(x):
 def recording(build):
   """build_optimizer whose step records the specs and per-device bytes of the state it returns."""
 
-  def build_and_record(config, loss_fn, lr):
-    opt = build(config, loss_fn, lr)
+  def build_and_record(config, loss_fn, lr, **kwargs):
+    opt = build(config, loss_fn, lr, **kwargs)
 
     def step(*args):
       out = opt.step(*args)
