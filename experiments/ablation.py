@@ -78,7 +78,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer("seeds", None, "Seeds of the final stage (default: 5 paired, 3 stages).",
                        lower_bound=1, **kw)
   flags.DEFINE_integer("tune_seeds", paired_study.DEFAULT_TUNE_SEEDS,
-                       "paired: seeds whose mean scores a tuning rate.", lower_bound=1, **kw)
+                       "paired: seeds whose mean scores a tuning rate (at least 2).",
+                       lower_bound=2, **kw)
   flags.DEFINE_integer("window", 5, "Learning rates of the first tuning window.", lower_bound=1,
                        **kw)
   flags.DEFINE_integer("max_extensions", None, "Cap on the window's growth (default: 3 paired, "

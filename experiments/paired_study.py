@@ -231,8 +231,9 @@ def run_benchmark(runner, root: pathlib.Path, benchmark: Benchmark, *, seeds: in
                   max_extensions: int = DEFAULT_MAX_EXTENSIONS, only: Sequence[str] | None = None,
                   with_epochs: Callable[[study.Job], study.Job] = lambda j: j) -> dict:
   """The ``paired`` protocol on one benchmark; returns its part of the summary."""
-  if tune_seeds < 1 or seeds < 1:
-    raise ValueError(f"seeds={seeds} and tune_seeds={tune_seeds} must be >= 1")
+  if tune_seeds < 2 or seeds < 1:
+    raise ValueError(f"tune_seeds={tune_seeds} must be >= 2 (a rate is scored on a mean over "
+                     f"seeds) and seeds={seeds} >= 1")
   config = study.load_config(benchmark.config)
   entries = select_entries(config, benchmark, only)
 

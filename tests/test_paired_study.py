@@ -236,3 +236,33 @@ def test_estimate_counts_runs_per_entry_and_predicts_the_wall_time(tmp_path, mon
           f"{high / 3600:.2f} h") in out
   assert _main(tmp_path, monkeypatch, [], "--only=mbag_n", "--estimate") == 1
   assert "tiny/mbag_n" in capsys.readouterr().err
+
+
+def test_real_runs_of_the_smoke_preset_end_to_end(tmp_path, monkeypatch):
+  """One epoch of MNIST-1D's smoke preset on 300 generated signals: Adam tuned at one rate on
+  two seeds, AdaGrad at Adam's rate (a transfer), one final seed each; the comparison and the
+  time to target come from the runs' own files."""
+  from experiments.data import testing
+  data_dir = tmp_path / "data"
+  testing.write_mnist1d(str(data_dir), num_train=300, num_test=60)
+  monkeypatch.setenv("MBAG_DATA_DIR", str(data_dir))
+  runner = ablation.Runner(1, None, tmp_path, {"id": "s", "hardware": "cpu", "workers": 1})
+  part = paired_study.run_benchmark(
+      runner, tmp_path, TINY, seeds=1, tune_seeds=2, window_size=1, max_extensions=0,
+      only=["adagrad@adam"], with_epochs=lambda job: ablation._with_epochs(job, 1))
+  assert runner.trained == 4
+  assert part["tuning"]["adam"]["extensions"] == 0
+  assert part["tuning"]["adam"]["cap_hit"] is False  # a window of one rate has no edge
+  final = tmp_path / "tiny" / "final" / "adagrad@adam" / "lr_0.01" / "seed_0"
+  records = [json.loads(line) for line in (final / "metrics.jsonl").read_text().splitlines()]
+  result = json.loads((final / study.RESULT_FILE).read_text())
+  assert result["session"]["id"] == "s" and "load_average_start" in result["session"]
+  steps = {c["currency"]: c for c in part["comparisons"]}["steps"]
+  adam = json.loads((tmp_path / "tiny" / "final" / "adam" / "lr_0.01" / "seed_0" /
+                     study.RESULT_FILE).read_text())
+  assert steps["differences"]["0"] == pytest.approx(
+      records[-1]["test_accuracy"] - adam["summary"]["test_accuracy"])
+  assert steps["n"] == 1 and steps["verdict"] is None  # one seed: no interval
+  time = part["final"]["adagrad@adam"]["time_to_target"]["0"]
+  assert time == study_stats.time_to_target(records, part["target"]["value"])
+  assert time["compile_seconds"] == records[0]["compile_time"] > 0
