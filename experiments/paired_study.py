@@ -289,12 +289,9 @@ def compare_entry(benchmark: Benchmark, name: str, results, times) -> list[dict[
                seeds=len(results[name]),
                entry_diverged=sum(bool(r.get("diverged")) for r in results[name].values()),
                reference_diverged=sum(bool(r.get("diverged")) for r in results[ref].values()))
-  same, other = {}, []
-  for s in set(times[name]) & set(times[ref]):
-    if _session(results[name][s]) == _session(results[ref][s]):
-      same[s] = s
-    else:
-      other.append(s)
+  same, other = [], []  # seeds whose two runs were timed in one session on one machine
+  for s in sorted(set(times[name]) & set(times[ref])):
+    (same if _session(results[name][s]) == _session(results[ref][s]) else other).append(s)
   ratios = study_stats.log_time_ratios(
       {s: times[name][s]["seconds"] for s in same}, {s: times[ref][s]["seconds"] for s in same})
   time = study_stats.compare(ratios)
@@ -305,6 +302,12 @@ def compare_entry(benchmark: Benchmark, name: str, results, times) -> list[dict[
               seeds=len(times[name]), other_session_seeds=sorted(other))
   for key in ("mean", "low", "high"):
     time[f"ratio_{key}"] = None if time[key] is None else math.exp(time[key])
+  used = [results[n][s].get("session") or {} for s in same for n in (name, ref)]
+  loads = [u["load_average_start"][0] for u in used if u.get("load_average_start")]
+  time.update(sessions=sorted({str(u.get("id")) for u in used}),
+              hardware=sorted({str(u.get("hardware")) for u in used}),
+              workers=sorted({u["workers"] for u in used if u.get("workers") is not None}),
+              load_average_range=[min(loads), max(loads)] if loads else None)
   return [steps, time]
 
 

@@ -150,6 +150,11 @@ def table_markdown(summary: dict[str, Any]) -> str:
         if currency == "time":
           notes = (f"reached: entry {c.get('entry_reached')}/{c.get('seeds')}, reference "
                    f"{c.get('reference_reached')}/{c.get('seeds')}")
+          if c.get("workers"):
+            notes += f"; workers {'/'.join(str(w) for w in c['workers'])}"
+          if c.get("load_average_range"):
+            low_load, high_load = c["load_average_range"]
+            notes += f", load {low_load:.1f}-{high_load:.1f}"
           if c.get("other_session_seeds"):
             notes += f"; seeds {c['other_session_seeds']} left out (timed in other sessions)"
         else:

@@ -128,6 +128,7 @@ def test_paired_comparisons_at_equal_steps_and_in_time(tmp_path, monkeypatch):
       [math.log(0.4 / (20 * (0.02 + 0.001 * s))) for s in range(3)])
   assert (time["entry_reached"], time["reference_reached"], time["n"]) == (3, 3, 3)
   assert time["ratio_mean"] == pytest.approx(math.exp(time["mean"]))
+  assert (time["sessions"], time["hardware"], time["workers"]) == (["s1"], ["cpu"], [1])
   never = by[("mbag_n", "time")]
   assert (never["entry_reached"], never["n"], never["verdict"]) == (0, 0, None)
   assert part["final"]["mbag_n"]["time_to_target"]["0"]["reached"] is False
