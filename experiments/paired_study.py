@@ -442,11 +442,11 @@ def protocol(*, seeds: int, tune_seeds: int, window: int, max_extensions: int,
 
 def write_summary(path: pathlib.Path, parts: Mapping[str, dict], protocol_record: dict,
                   command: Mapping[str, Any], hardware: str, replaced: Sequence[dict]) -> dict:
-  """:func:`experiments.study.write_summary` with Holm over all parts and the replaced runs."""
-  merged = {**study.read_summary(path).get("benchmarks", {}), **parts}
-  family = apply_multiplicity(merged)
-  return study.write_summary(path, merged, protocol_record, command, hardware,
-                             multiplicity=family, replaced_runs=list(replaced))
+  """:func:`experiments.study.write_summary` with Holm over every benchmark's comparisons (this
+  command's and the earlier ones') and the replaced runs."""
+  return study.write_summary(path, parts, protocol_record, command, hardware,
+                             finalize=lambda merged: {"multiplicity": apply_multiplicity(merged)},
+                             replaced_runs=list(replaced))
 
 
 # ----------------------------------------------------------------------------- budget

@@ -36,7 +36,7 @@ import math
 import os
 import pathlib
 import statistics
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 LR_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 MAX_EXTENSIONS = 2
@@ -290,14 +290,16 @@ def read_summary(path: pathlib.Path) -> dict:
 
 
 def write_summary(path: pathlib.Path, benchmarks: Mapping[str, dict], protocol: dict,
-                  command: Mapping[str, Any] | str, hardware: str, **extra) -> dict:
+                  command: Mapping[str, Any] | str, hardware: str,
+                  finalize: Callable[[dict], dict] | None = None, **extra) -> dict:
   """Writes the summary of ``benchmarks`` to ``path`` (atomically) and returns it.
 
   Each benchmark's part records the ``protocol`` and the ``command`` that made it (its id
   when ``command`` is a record of ``study_records.command_record``); the parts of benchmarks
   that an earlier command wrote to ``path`` and this one did not run are kept, and so is every
   earlier command: ``commands`` lists them all (``study_records.merge_commands``), ``command``
-  is the last one. ``extra``: further top-level fields (replaced runs, multiplicity).
+  is the last one. ``finalize(parts)``: may update every benchmark's part (this command's and
+  the earlier ones) and returns further top-level fields; ``extra``: further top-level fields.
   """
   from experiments import study_records  # pylint: disable=import-outside-toplevel
   earlier = read_summary(path)
@@ -307,6 +309,7 @@ def write_summary(path: pathlib.Path, benchmarks: Mapping[str, dict], protocol: 
   parts = {**earlier.get("benchmarks", {}),
            **{name: {**part, "protocol": protocol, "command": made_by}
               for name, part in benchmarks.items()}}
+  extra = {**extra, **(finalize(parts) if finalize else {})}
   report = {"protocol": protocol, "benchmarks": parts, "commands": commands, "command": last,
             "hardware": hardware, **extra}
   tmp = path.with_suffix(".tmp")

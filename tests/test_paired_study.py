@@ -267,3 +267,24 @@ def test_real_runs_of_the_smoke_preset_end_to_end(tmp_path, monkeypatch):
   time = part["final"]["adagrad@adam"]["time_to_target"]["0"]
   assert time == study_stats.time_to_target(records, part["target"]["value"])
   assert time["compile_seconds"] == records[0]["compile_time"] > 0
+
+
+def test_holm_spans_the_benchmarks_of_every_command(tmp_path):
+  path = tmp_path / paired_study.SUMMARY_FILE
+  part_a = {"comparisons": [{"p_value": 0.01, "mean": 0.5}, {"p_value": 0.04, "mean": -0.2}]}
+  part_b = {"comparisons": [{"p_value": 0.03, "mean": 0.1}, {"p_value": None, "mean": None}]}
+  paired_study.write_summary(path, {"a": part_a}, {"name": "paired"},
+                             {"id": "c1", "command": "first"}, "cpu", [])
+  summary = paired_study.write_summary(path, {"b": part_b}, {"name": "paired"},
+                                       {"id": "c2", "command": "second"}, "cpu", [])
+  assert summary["benchmarks"]["a"]["command"] == "c1"  # made by the first command
+  assert summary["benchmarks"]["b"]["command"] == "c2"
+  assert (summary["multiplicity"]["comparisons"], summary["multiplicity"]["without_interval"]) == (
+      3, 1)
+  # sorted 0.01, 0.03, 0.04 -> 0.03, 0.06, max(0.06, 0.04)
+  a, b = summary["benchmarks"]["a"]["comparisons"], summary["benchmarks"]["b"]["comparisons"]
+  assert [c["adjusted_p"] for c in a] == [pytest.approx(0.03), pytest.approx(0.06)]
+  assert [c["adjusted_verdict"] for c in a] == ["better", "tie"]
+  assert (b[0]["adjusted_p"], b[0]["adjusted_verdict"]) == (pytest.approx(0.06), "tie")
+  assert b[1]["adjusted_verdict"] is None
+  assert [c["command"] for c in summary["commands"]] == ["first", "second"]
