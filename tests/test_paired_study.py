@@ -288,3 +288,26 @@ def test_holm_spans_the_benchmarks_of_every_command(tmp_path):
   assert (b[0]["adjusted_p"], b[0]["adjusted_verdict"]) == (pytest.approx(0.06), "tie")
   assert b[1]["adjusted_verdict"] is None
   assert [c["command"] for c in summary["commands"]] == ["first", "second"]
+
+
+# training examples of each benchmark's data set (MNIST-1D 4000, MNIST-5k 4000, digits 1500)
+TRAIN_EXAMPLES = {"mnist1d": 4000, "mnist5k": 4000, "digits": 1500}
+
+
+@pytest.mark.parametrize("study_spec,constant_spec", [
+    ("mnist1d:study", "mnist1d:ablation"), ("mnist5k:study", "mnist5k:ablation"),
+    ("digits:study", "digits:demo_autoencoder")])
+def test_study_presets_warm_up_five_percent_then_decay_over_the_same_steps(study_spec,
+                                                                           constant_spec):
+  main, constant = study.load_config(study_spec), study.load_config(constant_spec)
+  steps = main.num_epochs * (TRAIN_EXAMPLES[study_spec.split(":")[0]] // main.batch_size)
+  assert (main.num_epochs, main.batch_size) == (constant.num_epochs, constant.batch_size)
+  assert main.lr_schedule == "warmup_cosine" and main.lr_final_fraction == 0.0
+  assert main.warmup_steps == round(0.05 * steps) and tuple(main.lr_decay_epochs) == ()
+  # the held-out loss is evaluated at least every 5 % of the run (time to target)
+  steps_per_epoch = steps // main.num_epochs
+  every = min(main.eval_every_epochs * steps_per_epoch, main.get("eval_every_steps") or steps)
+  assert every <= 0.05 * steps
+  # the study runs these presets; the constant-rate presets stay with the second protocol
+  assert paired_study.BENCHMARKS[{"digits": "digits_ae"}.get(
+      study_spec.split(":")[0], study_spec.split(":")[0])].config == study_spec
