@@ -393,7 +393,8 @@ def estimate_lines(protocol_name: str, benchmarks, timings: Mapping[str, Mapping
     low, high = low + b_low, high + b_high
   lines.append(f"estimated wall time with {workers} worker(s): {low / workers / 3600:.2f} h "
                f"without window extensions, up to {high / workers / 3600:.2f} h with every "
-               f"window grown to the cap")
+               f"window grown to the cap (tuning runs train on the 80 % of the training set "
+               f"outside the validation split: a slight over-estimate)")
   return lines
 
 
