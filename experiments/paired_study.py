@@ -61,7 +61,7 @@ DEFAULT_SEEDS = 5
 DEFAULT_TUNE_SEEDS = 2
 DEFAULT_WINDOW = 5
 DEFAULT_MAX_EXTENSIONS = 3
-ALPHA = 1 - study_stats.CONFIDENCE
+ALPHA = study_stats.ALPHA
 MULTIPLICITY = "holm"
 TARGET_RULE = ("the largest, over the reference's finished seeds, of each seed's lowest "
                "evaluated time_metric: a loss every seed of the reference reaches")

@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
+ALPHA = 0.05  # 1 - CONFIDENCE
 VERDICTS = ("better", "worse", "tie")
 
 
@@ -106,7 +107,7 @@ def compare(differences: Mapping[Any, float], confidence: float = CONFIDENCE) ->
   return out
 
 
-def holm(p_values: Sequence[float], alpha: float = 1 - CONFIDENCE) -> tuple[list[float], list[bool]]:
+def holm(p_values: Sequence[float], alpha: float = ALPHA) -> tuple[list[float], list[bool]]:
   """Holm's adjusted p-values and rejections (in the input's order), see the module docstring."""
   m = len(p_values)
   order = sorted(range(m), key=lambda i: p_values[i])
