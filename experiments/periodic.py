@@ -5,8 +5,8 @@ when it is due (:meth:`due`) and does one thing:
 
 - :class:`StepTimer`: step time and examples per second between records, the first step
   after (re)starting (compilation) reported once as ``compile_time``, pauses excluded;
-- :class:`Evaluate`: the test metrics, at the end of every ``eval_every_epochs``-th epoch and
-  of the run;
+- :class:`Evaluate`: the test metrics, at the end of every ``eval_every_epochs``-th epoch,
+  every ``eval_every_steps`` steps (when > 0) and at the end of the run;
 - :class:`LogMetrics`: one record (``metrics.jsonl`` and TensorBoard) every
   ``log_every_steps`` and at the end of each epoch: training stats averaged since the last
   record, learning rate, timing, the optimizer's own scalars (``opt/...``) and what other
@@ -87,17 +87,21 @@ class StepTimer:
 
 
 class Evaluate:
-  """The test metrics at the end of every ``every_epochs``-th epoch and at the last step."""
+  """The test metrics at the end of every ``every_epochs``-th epoch, every ``every_steps`` steps
+  (0: never by steps) and at the last step."""
 
   def __init__(self, evaluate_fn: Callable[..., Mapping[str, Any]], test_batches, *,
-               steps_per_epoch: int, every_epochs: int, total_steps: int):
+               steps_per_epoch: int, every_epochs: int, total_steps: int, every_steps: int = 0):
     self._evaluate = evaluate_fn
     self._batches = test_batches
     self._steps_per_epoch = steps_per_epoch
     self._every_epochs = every_epochs
+    self._every_steps = every_steps
     self._total_steps = total_steps
 
   def due(self, step: int) -> bool:
+    if self._every_steps and step % self._every_steps == 0:
+      return True
     if step % self._steps_per_epoch:
       return False
     return (step // self._steps_per_epoch) % self._every_epochs == 0 or step == self._total_steps

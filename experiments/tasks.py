@@ -49,6 +49,10 @@ class Task:
     metrics: the names of the per-example metrics ``loss`` returns.
     resolve_config: ``(config) -> None``: fills in the config fields the task
       derives (in place), so that ``config.json`` records them.
+    dimension_numbers: ``(config) -> dimension numbers or None``: what the model declares
+      about its parameters' axes (any form ``mbag.mbag``'s ``dimension_numbers`` takes, e.g.
+      ``BlockDimensionNumbers(batch_axis=0)`` for a scanned stack), given to the MBAG-family
+      optimizers by the registry; None: their default grouping.
   """
 
   name: str
@@ -61,6 +65,7 @@ class Task:
   register_loss: Callable[[Array, Array], None]
   metrics: tuple[str, ...]
   resolve_config: Callable[[Any], None] = lambda config: None
+  dimension_numbers: Callable[[Any], Any] = lambda config: None
 
 
 def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[Array, dict[str, Array]]:

@@ -49,7 +49,7 @@ import pathlib
 import signal
 import sys
 import time
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from absl import logging
 import jax
@@ -128,6 +128,10 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     ValueError: a missing or invalid field, named with its value.
   """
   config = ml_collections.ConfigDict(config.to_dict())
+  # Fields added after runs were written: a config without them has the neutral value.
+  for field, neutral in _NEUTRAL_FIELDS.items():
+    if field not in config:
+      config[field] = neutral
   for field in ("task", "dataset", "optimizer", "seed", "learning_rates", "optimizer_config",
                 "lr_decay_epochs", "lr_decay_factor", "train_subset", "test_subset",
                 "track_bound", "weight_decay", "data_parallel", *_POSITIVE_INTS):
@@ -137,10 +141,14 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     value = config[field]
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       raise ValueError(f"config.{field} must be an integer >= 1, got {value!r}")
-  for field in ("train_subset", "test_subset", "seed"):
+  for field in ("train_subset", "test_subset", "seed", "warmup_steps", "eval_every_steps"):
     value = config[field]
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       raise ValueError(f"config.{field} must be an integer >= 0, got {value!r}")
+  if config.eval_every_steps % config.log_every_steps:
+    raise ValueError(f"config.eval_every_steps={config.eval_every_steps} must be a multiple of "
+                     f"config.log_every_steps={config.log_every_steps} (evaluations are "
+                     f"added to the records)")
   from experiments import optimizers  # pylint: disable=import-outside-toplevel
   if config.optimizer not in optimizers.OPTIMIZERS:
     raise errors.ConfigError(f"config.optimizer={config.optimizer!r} is not a known optimizer; "
@@ -154,13 +162,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
       or not math.isfinite(config.learning_rate)):
     raise ValueError(f"config.learning_rate must be a finite number > 0, got "
                      f"{config.learning_rate!r}")
-  decay = tuple(config.lr_decay_epochs)
-  if any(not isinstance(e, int) or e < 1 for e in decay) or list(decay) != sorted(decay):
-    raise ValueError(f"config.lr_decay_epochs must be increasing integers >= 1, got {decay!r}")
-  if (not isinstance(config.lr_decay_factor, (int, float)) or not config.lr_decay_factor > 0
-      or not math.isfinite(config.lr_decay_factor)):
-    raise ValueError(f"config.lr_decay_factor must be a finite number > 0, got "
-                     f"{config.lr_decay_factor!r}")
+  _check_schedule(config)
   if not isinstance(config.track_bound, bool):
     raise ValueError(f"config.track_bound must be true or false, got {config.track_bound!r}")
   parallel.check_config(config)
@@ -168,13 +170,87 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   return config
 
 
-def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+def _step_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
   """``lr * factor^k`` after the k-th epoch of ``config.lr_decay_epochs`` (boundaries in steps)."""
+  del total_steps
   boundaries = {}
   for epoch in config.lr_decay_epochs:
     step = int(epoch) * steps_per_epoch
     boundaries[step] = boundaries.get(step, 1.0) * float(config.lr_decay_factor)
   return optax.piecewise_constant_schedule(float(config.learning_rate), boundaries)
+
+
+def _warmup_cosine_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+  r"""Linear warm-up, then cosine decay (``optax.warmup_cosine_decay_schedule``).
+
+  With ``eta = config.learning_rate``, ``W = config.warmup_steps``, ``T = total_steps`` and
+  ``f = config.lr_final_fraction``, the rate of the update counted ``k`` (0 for the first
+  step, ``T - 1`` for the last) is ``eta * k / W`` for ``k < W`` (from 0), then
+  :math:`\eta f + \eta (1 - f) (1 + \cos(\pi (k - W) / (T - 1 - W))) / 2`, which is
+  ``eta`` at ``k = W`` and ``eta * f`` at the last step.
+
+  Raises:
+    ValueError: ``W >= T - 1`` (no step left to decay over).
+  """
+  del steps_per_epoch
+  warmup = int(config.warmup_steps)
+  if warmup >= total_steps - 1:
+    raise errors.ConfigError(
+        f"config.warmup_steps={warmup} leaves no step to decay over: the run has {total_steps} "
+        f"steps (num_epochs x steps per epoch); warmup_steps must be < {total_steps - 1}")
+  lr = float(config.learning_rate)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=lr, warmup_steps=warmup, decay_steps=total_steps - 1,
+      end_value=lr * float(config.lr_final_fraction))
+
+
+# config.lr_schedule -> (config, steps_per_epoch, total_steps) -> optax schedule (step -> rate).
+LR_SCHEDULES: dict[str, Callable[[Any, int, int], optax.Schedule]] = {
+    "step": _step_schedule,
+    "warmup_cosine": _warmup_cosine_schedule,
+}
+# The fields each schedule reads besides learning_rate; the others must keep the neutral value
+# of configs/common.py:base_config, so that no setting is silently ignored.
+_SCHEDULE_FIELDS = {"step": ("lr_decay_epochs", "lr_decay_factor"),
+                    "warmup_cosine": ("warmup_steps", "lr_final_fraction")}
+_NEUTRAL_FIELDS = {"lr_schedule": "step", "warmup_steps": 0, "lr_final_fraction": 0.0,
+                   "eval_every_steps": 0}
+_NEUTRAL_SCHEDULE_VALUES = {"lr_decay_epochs": (), "warmup_steps": 0, "lr_final_fraction": 0.0}
+
+
+def _check_schedule(config) -> None:
+  """Raises ValueError naming the field when the schedule fields are invalid or unused."""
+  if config.lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"config.lr_schedule={config.lr_schedule!r} is not a known schedule; "
+                     f"known: {sorted(LR_SCHEDULES)}")
+  decay = tuple(config.lr_decay_epochs)
+  if any(not isinstance(e, int) or e < 1 for e in decay) or list(decay) != sorted(decay):
+    raise ValueError(f"config.lr_decay_epochs must be increasing integers >= 1, got {decay!r}")
+  if (not isinstance(config.lr_decay_factor, (int, float)) or not config.lr_decay_factor > 0
+      or not math.isfinite(config.lr_decay_factor)):
+    raise ValueError(f"config.lr_decay_factor must be a finite number > 0, got "
+                     f"{config.lr_decay_factor!r}")
+  fraction = config.lr_final_fraction
+  if (not isinstance(fraction, (int, float)) or isinstance(fraction, bool)
+      or not 0 <= fraction <= 1):
+    raise ValueError(f"config.lr_final_fraction must be a number in [0, 1], got {fraction!r}")
+  used = _SCHEDULE_FIELDS[config.lr_schedule]
+  for field, neutral in _NEUTRAL_SCHEDULE_VALUES.items():
+    value = tuple(config[field]) if field == "lr_decay_epochs" else config[field]
+    if field not in used and value != neutral:
+      users = [name for name, fields in _SCHEDULE_FIELDS.items() if field in fields]
+      raise ValueError(f"config.{field}={value!r} is not used by config.lr_schedule="
+                       f"{config.lr_schedule!r} (only by {users}); leave it at {neutral!r}")
+
+
+def learning_rate_schedule(config, steps_per_epoch: int,
+                           total_steps: int | None = None) -> optax.Schedule:
+  """The schedule ``LR_SCHEDULES[config.lr_schedule]`` of a run of ``total_steps`` steps
+  (default ``config.num_epochs * steps_per_epoch``); ``schedule(k)`` is the rate of the
+  ``k + 1``-th step."""
+  if total_steps is None:
+    total_steps = int(config.num_epochs) * steps_per_epoch
+  return LR_SCHEDULES[config.get("lr_schedule", "step")](config, steps_per_epoch, total_steps)
 
 
 def describe_hardware() -> str:
@@ -458,8 +534,9 @@ def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh,
 
   model = task.make_model(config, data.dataset)
   loss_fn = tasks_lib.make_loss_fn(task, model)
-  schedule = learning_rate_schedule(config, steps_per_epoch)
-  optimizer = optimizers.build_optimizer(config, loss_fn, schedule)
+  schedule = learning_rate_schedule(config, steps_per_epoch, total_steps)
+  optimizer = optimizers.build_optimizer(config, loss_fn, schedule,
+                                         dimension_numbers=task.dimension_numbers(config))
   bound = bound_tracking.TrackBound(config, schedule, loss_fn) if config.track_bound else None
   keys = make_keys(config.seed)
   batches = functools.partial(epoch_batches, data, keys, task=task, batch_size=config.batch_size,
@@ -491,7 +568,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, data_dir, mesh,
                             steps_per_epoch=steps_per_epoch)
   evaluation = periodic.Evaluate(functools.partial(evaluate, tasks_lib.make_eval_fn(task, model)),
                                  data.test, steps_per_epoch=steps_per_epoch,
-                                 every_epochs=config.eval_every_epochs, total_steps=total_steps)
+                                 every_epochs=config.eval_every_epochs,
+                                 every_steps=config.eval_every_steps, total_steps=total_steps)
   checkpoint = periodic.Checkpoint(ckpt, writer, every_steps=config.checkpoint_every_steps,
                                    total_steps=total_steps)
   check_finite = functools.partial(_check_finite, config=config, schedule=schedule,

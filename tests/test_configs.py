@@ -4,6 +4,7 @@ import pathlib
 
 from absl import flags
 from ml_collections import config_flags
+import numpy as np
 import pytest
 
 from experiments import optimizers
@@ -130,6 +131,57 @@ def test_learning_rate_schedule_decays_at_the_epochs():
   assert float(schedule(100 * 391 - 1)) == pytest.approx(lr)
   assert float(schedule(100 * 391)) == pytest.approx(0.1 * lr)
   assert float(schedule(150 * 391)) == pytest.approx(0.01 * lr)
+
+
+def test_warmup_cosine_schedule_rises_from_zero_and_ends_at_the_final_fraction():
+  config = cifar.get_config("smoke")
+  config.lr_schedule, config.warmup_steps, config.lr_final_fraction = "warmup_cosine", 10, 0.1
+  config.lr_decay_epochs = ()
+  config = train.resolve_config(config)
+  lr, total = config.learning_rate, 110
+  schedule = train.learning_rate_schedule(config, steps_per_epoch=55, total_steps=total)
+  # schedule(k) is the rate of the (k+1)-th step: linear from 0 over 10 steps, then
+  # lr * (f + (1 - f) * (1 + cos(pi * (k - 10) / 99)) / 2), lr * f at the last step (k = 109).
+  np.testing.assert_allclose([float(schedule(k)) for k in (0, 5, 10)], [0.0, 0.5 * lr, lr],
+                             rtol=1e-6)
+  for k in (30, 60, 109):
+    want = lr * (0.1 + 0.9 * (1 + np.cos(np.pi * (k - 10) / 99)) / 2)
+    np.testing.assert_allclose(float(schedule(k)), want, rtol=1e-5)
+  np.testing.assert_allclose(float(schedule(total - 1)), 0.1 * lr, rtol=1e-6)
+  config.warmup_steps = 109
+  with pytest.raises(ValueError, match=r"warmup_steps=109 leaves no step to decay over: the run "
+                                       r"has 110 steps"):
+    train.learning_rate_schedule(config, steps_per_epoch=55, total_steps=total)
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(lr_schedule="linear"), r"lr_schedule='linear' is not a known schedule; known: "
+                                 r"\['step', 'warmup_cosine'\]"),
+    (dict(warmup_steps=-1), "warmup_steps must be an integer >= 0, got -1"),
+    (dict(lr_final_fraction=1.5), r"lr_final_fraction must be a number in \[0, 1\], got 1.5"),
+    (dict(warmup_steps=5), r"warmup_steps=5 is not used by config.lr_schedule='step' "
+                           r"\(only by \['warmup_cosine'\]\)"),
+    (dict(lr_schedule="warmup_cosine", lr_decay_epochs=(1,)),
+     r"lr_decay_epochs=\(1,\) is not used by config.lr_schedule='warmup_cosine'"),
+    (dict(eval_every_steps=3), "eval_every_steps=3 must be a multiple of config.log_every_steps"),
+])
+def test_invalid_or_unused_schedule_fields_are_named(fields, message):
+  config = cifar.get_config("smoke")
+  config.lr_decay_epochs = ()
+  for field, value in fields.items():
+    config[field] = value
+  with pytest.raises(ValueError, match=message):
+    train.resolve_config(config)
+
+
+def test_every_config_has_an_adamw_rate_and_the_neutral_schedule():
+  for module in CONFIG_MODULES.values():
+    for preset in module.PRESETS:
+      c = module.get_config(preset)
+      assert "adamw" in c.learning_rates
+      if c.task != "char_lm":  # the language model's own table and schedule
+        assert c.learning_rates.adamw == c.learning_rates.adam
+        assert (c.lr_schedule, c.warmup_steps, c.lr_final_fraction) == ("step", 0, 0.0)
 
 
 @pytest.mark.parametrize("module,path", [(cifar, "experiments/configs/cifar.py:paper"),

@@ -4,6 +4,7 @@ The reference groups come from ``tests.reference.axis_groups`` (written from the
 block axes flattened in order and cut, every other axis a batch axis), not from ``BlockSpec``.
 """
 
+import re
 import warnings
 
 import jax
@@ -225,30 +226,100 @@ def test_nnx_vmap_stack_with_declared_layers_equals_unstacked():
     np.testing.assert_allclose(flat_tree(unstack(u)), flat_tree(v), rtol=1e-10, atol=1e-13)
 
 
-def test_dense_general_attention_projections_equal_dense_kernels():
-  """q/k/v (d, heads, head_dim): block axis d; out (heads, head_dim, d): block axes (0, 1).
+# (path, kernel shape, the equivalent 2-D dense kernel's shape)
+ATTENTION_KERNELS = [
+    ("attn/query/kernel", (24, 4, 8), (24, 32)),  # linen (d, heads, head_dim)
+    ("attn/key/kernel/value", (24, 4, 8), (24, 32)),  # nnx paths end in /value
+    ("value/kernel", (24, 4, 8), (24, 32)),
+    ("attn/out/kernel", (4, 8, 24), (32, 24)),  # (heads, head_dim, d)
+    ("out/kernel/value", (2, 3, 5), (6, 5)),
+]
 
-  Each is then the paper's dense rule on the kernel reshaped to a matrix.
-  """
+
+@pytest.mark.parametrize("block_size", [4, 16, 32, 64])  # <= and > the inputs: both dense cases
+@pytest.mark.parametrize("path,shape,matrix", ATTENTION_KERNELS)
+def test_stock_attention_kernels_get_the_blocks_of_the_equivalent_dense_kernel(
+    path, shape, matrix, block_size):
+  """q/k/v ``(d, heads, head_dim)`` and out ``(heads, head_dim, d)`` by default: exactly the dense
+  rule on ``reshape(d, heads * head_dim)`` / ``reshape(heads * head_dim, d)`` (a row-major
+  reshape keeps every entry's flat index, so the blocks are compared as index lists)."""
+  got = leaf_blocks(shape, block_size, path=path)
+  assert sorted(got) == sorted(leaf_blocks(matrix, block_size, path="dense/kernel"))
+  (row,) = mbag.describe({path: jax.ShapeDtypeStruct(shape, jnp.float32)},
+                         mbag.mbag(0.1, block_size=block_size)).rows
+  assert (row.rule, row.guessed) == ("attention", False)
+  # Inside a declared stack each layer gets the same rule: the stacked dense kernels' blocks.
+  stacked = leaf_blocks((3,) + shape, block_size, DIMS(batch_axis=0), path="layers/" + path)
+  assert sorted(stacked) == sorted(leaf_blocks((3,) + matrix, block_size, DIMS(batch_axis=0)))
+  (row,) = mbag.describe({"layers/" + path: jax.ShapeDtypeStruct((3,) + shape, jnp.float32)},
+                         mbag.mbag(0.1, block_size=block_size,
+                                   dimension_numbers=DIMS(batch_axis=0))).rows
+  assert (row.rule, row.guessed) == ("stacked attention", False)
+
+
+def test_stock_linen_transformer_block_and_nnx_attention_are_grouped_without_a_warning():
+  nn = pytest.importorskip("flax.linen")
+  nnx = pytest.importorskip("flax.nnx")
+
+  class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      mask = nn.make_causal_mask(jnp.ones(x.shape[:2]))
+      x = x + nn.MultiHeadDotProductAttention(num_heads=4)(nn.LayerNorm()(x), mask=mask)
+      return x + nn.Dense(32)(nn.gelu(nn.Dense(128)(nn.LayerNorm()(x))))
+
+  linen = Block().init(jax.random.key(0), jnp.zeros((1, 6, 32)))["params"]
+  attn = nnx.MultiHeadAttention(num_heads=4, in_features=32, decode=False, rngs=nnx.Rngs(0))
+  trees = {"linen": linen, "nnx state": nnx.state(attn, nnx.Param),
+           "nnx pure dict": nnx.to_pure_dict(nnx.state(attn, nnx.Param))}
+  for name, tree in trees.items():
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", mbag.MBAGGroupingWarning)
+      mbag.mbag(LR).init(tree)
+    rules = {r.path: r.rule for r in mbag.describe(tree, mbag.mbag(LR)).rows}
+    kernels = {p: r for p, r in rules.items() if re.search("(query|key|value|out)/kernel", p)}
+    assert list(kernels.values()) == ["attention"] * 4, (name, rules)
+
+
+def test_stock_attention_matches_the_float64_reference_on_the_dense_blocks():
+  """A few MBAG steps on ``nn.MultiHeadDotProductAttention``'s parameters (default grouping)
+  against the float64 reference run on the blocks of the equivalent 2-D dense kernels."""
   nn = pytest.importorskip("flax.linen")
   attn = nn.MultiHeadDotProductAttention(num_heads=4, qkv_features=32)
   params = attn.init(jax.random.key(0), jnp.zeros((1, 5, 24)))["params"]
   assert params["query"]["kernel"].shape == (24, 4, 8)
   assert params["out"]["kernel"].shape == (4, 8, 24)
-  dims = mbag.dimension_numbers_by_path([("(query|key|value)/kernel", DIMS(block_axis=0)),
-                                         ("out/kernel", DIMS(block_axis=(0, 1)))])
-  as_matrices = lambda t: jax.tree.map(  # noqa: E731
-      lambda x: np.reshape(x, (24, 32) if x.shape == (24, 4, 8) else
-                           (32, 24) if x.shape == (4, 8, 24) else (-1,)), t)
-  grads = random_like(params, seed=3)
+  block_size = 16
+  groups, offset = [], 0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):  # flatten order = flat_tree's
+    shape, module = np.shape(leaf), path[-2].key
+    if path[-1].key == "bias":
+      groups += reference.axis_groups(shape, tuple(range(len(shape))), block_size, offset)
+    else:  # the dense rule on (n_in, m_out): block axis 0 of the matrix
+      n_in = 24 if module in ("query", "key", "value") else 32
+      groups += reference.axis_groups((n_in, leaf.size // n_in), (0,), block_size, offset)
+    offset += leaf.size
+  grads = random_like(params, steps=4, seed=3)
   with warnings.catch_warnings():
-    warnings.simplefilter("error", mbag.MBAGGroupingWarning)  # every leaf declared or clear
-    ups_a, ups_b = run_pair(
-        mbag.mbag(LR, block_size=16, dimension_numbers=dims, **EIGH), params, grads,
-        mbag.mbag(LR, block_size=16, **EIGH), as_matrices(jax.tree.map(np.zeros_like, params)),
-        as_matrices)
-  for u, v in zip(ups_a, ups_b):
-    np.testing.assert_allclose(flat_tree(as_matrices(u)), flat_tree(v), rtol=1e-10, atol=1e-13)
+    warnings.simplefilter("error", mbag.MBAGGroupingWarning)
+    ups, _ = run_jax(mbag.mbag(LR, block_size=block_size, **EIGH),
+                     jax.tree.map(np.zeros_like, params), grads)
+  ref = reference.run_mbag([flat_tree(g) for g in grads], groups, lam=LAM, momentum=MOM, lr=LR,
+                           root_interval=1)
+  np.testing.assert_allclose(np.stack([flat_tree(u) for u in ups]), np.stack(ref),
+                             rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("path,shape", [
+    ("Conv_0/kernel", (3, 16, 8)),  # conv1d
+    ("mlp/kernel", (2, 16, 8)),  # an undeclared stack of dense kernels
+    ("attn/query/weight", (16, 4, 2)),  # not a kernel
+    ("layers/attn/query/kernel", (2, 16, 4, 4)),  # an undeclared scanned attention kernel
+    ("layers/attn/out/kernel", (2, 4, 4, 16)),
+])
+def test_rank3_or_stacked_kernels_not_from_stock_attention_still_warn(path, shape):
+  with pytest.warns(mbag.MBAGGroupingWarning, match=re.escape(f"{path} {shape}: fallback")):
+    mbag.mbag(LR).init({path: jnp.zeros(shape)})
 
 
 def test_embedding_groups_the_features_of_one_token():

@@ -13,7 +13,7 @@ import mbag
 from experiments import optimizers
 
 # Learning rates that train the tiny MLP below in 40 steps (picked by hand on it).
-LEARNING_RATES = {"adam": 0.03, "adagrad": 0.1, "shampoo": 0.01, "adablock": 0.03, "mbag": 0.05,
+LEARNING_RATES = {"adam": 0.03, "adamw": 0.03, "adagrad": 0.1, "shampoo": 0.01, "adablock": 0.03, "mbag": 0.05,
                   "mbag_n": 0.05, "mbag_ema": 0.01, "kfac": 0.01, "shampoo_paper": 0.02,
                   "kfac_paper": 0.01, "adablock_paper": 0.03}
 # How many times 40 steps cut the loss at least. The reference code's Shampoo raises each of a
@@ -115,6 +115,61 @@ def test_weight_decay_is_added_to_the_gradient(mlp_task):
   for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
     g = 0.1 * np.asarray(p, np.float64)
     np.testing.assert_allclose(np.asarray(q - p), -1e-3 * g / (np.abs(g) + 1e-8), rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("mask", ["matrices", "all"])
+def test_adamw_decays_the_weights_of_its_named_mask_decoupled_from_the_gradient(mlp_task, mask):
+  """A loss that is identically zero: Adam's step is 0 and AdamW's update is -lr * wd * theta on
+  the leaves of the mask alone ("matrices": the kernels, not the biases); the gradient the
+  optimizer reports stays 0 (the decay is not added to it)."""
+  params, model_state, _, batch = mlp_task
+
+  def zero_loss(params, model_state, rng, batch):
+    return 0.0 * optax.tree.norm(params), (model_state, {})
+
+  cfg = config("adamw")
+  cfg.optimizer_config.adamw = ml_collections.ConfigDict(dict(weight_decay=0.5, mask=mask))
+  new_params, _, _, history = train(optimizers.build_optimizer(cfg, zero_loss, 0.1), params,
+                                    model_state, batch, 1)
+  assert history[0]["grad_norm"] == 0.0 and "objective_grad_norm" not in history[0]
+  for layer in ("Dense_0", "Dense_1"):
+    for leaf in ("kernel", "bias"):
+      p, q = params[layer][leaf], new_params[layer][leaf]
+      decayed = leaf == "kernel" or mask == "all"
+      np.testing.assert_allclose(q, p * (1 - 0.1 * 0.5) if decayed else p, rtol=1e-6)
+
+
+def test_adamw_matrices_mask_decays_stacked_layers_like_unstacked_ones():
+  """nn.scan stacks a LayerNorm scale to rank 2: "matrices" goes by name as well as rank."""
+  from experiments.optimizers import registry  # pylint: disable=import-outside-toplevel
+  params = {"layers": {"LayerNorm_0": {"scale": jnp.ones((2, 4)), "bias": jnp.ones((2, 4))},
+                       "Dense_0": {"kernel": jnp.ones((2, 4, 4)), "bias": jnp.ones((2, 4))}},
+            "embed": {"embedding": jnp.ones((5, 4))}, "head": {"kernel": jnp.ones((4, 5))}}
+  mask = registry.WEIGHT_DECAY_MASKS["matrices"](params)
+  assert mask == {"layers": {"LayerNorm_0": {"scale": False, "bias": False},
+                             "Dense_0": {"kernel": True, "bias": False}},
+                  "embed": {"embedding": True}, "head": {"kernel": True}}
+  cfg = config("adamw")
+  cfg.optimizer_config.adamw = ml_collections.ConfigDict(dict(mask="kernels"))
+  with pytest.raises(ValueError, match=r"optimizer_config.adamw.mask='kernels' is not a known "
+                                       r"mask; known: \['all', 'matrices'\]"):
+    optimizers.build_optimizer(cfg, None, 0.1)
+
+
+def test_declared_dimension_numbers_reach_the_mbag_family_unless_the_config_groups():
+  params = {"stack": {"kernel": jnp.zeros((2, 8, 4)), "bias": jnp.zeros((2, 4))}}
+  dims = mbag.BlockDimensionNumbers(batch_axis=0)
+  for name in ("mbag", "mbag_n", "mbag_ema"):
+    tx = optimizers.make_transformation(name, config(name), 0.01, dimension_numbers=dims)
+    rules = {r.path: r.rule for r in mbag.describe(params, tx).rows}
+    assert rules == {"stack/kernel": "stacked dense", "stack/bias": "stacked vector"}, name
+  cfg = config("mbag")
+  cfg.optimizer_config.mbag = ml_collections.ConfigDict(dict(grouping="diagonal_vectors"))
+  tx = optimizers.make_transformation("mbag", cfg, 0.01, dimension_numbers=dims)
+  rules = {r.path: r.rule for r in mbag.describe(params, tx).rows}
+  assert rules["stack/kernel"] == "fallback"  # the config's grouping wins
+  for name in ("adam", "adamw", "adablock", "shampoo"):  # take no dimension numbers: unchanged
+    optimizers.make_transformation(name, config(name), 0.01, dimension_numbers=dims).init(params)
 
 
 def test_hyperparameters_come_from_optimizer_config(mlp_task):

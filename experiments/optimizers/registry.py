@@ -13,13 +13,25 @@ modules say what comes from where; ``configs/common.py:PAPER_VARIANTS`` pairs ea
 its modern counterpart).
 ``config.data_parallel`` (optional, default False) gives MBAG's constructors
 ``shard_blocks="data"`` (see ``experiments.parallel``).
+
+AdamW (``"adamw"``, ``optax.adamw``) has its own decoupled ``weight_decay`` in
+``optimizer_config.adamw``, on the leaves of a ``mask`` given by name (:data:`WEIGHT_DECAY_MASKS`);
+``config.weight_decay`` (L2 on the gradient) applies to it as to the others.
+
+Dimension numbers: a model that knows what its parameters' axes mean (a scanned stack of
+layers) says so through its task (``experiments.tasks.Task.dimension_numbers``); the training
+loop passes them to :func:`build_optimizer`, which gives them to every transformation taking
+``dimension_numbers`` (MBAG, MBAG-N, MBAG-EMA) unless the config chooses a grouping there
+(``optimizer_config.<name>.grouping`` or ``.dimension_numbers``).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable
 
+import jax
 import optax
 
 import mbag
@@ -34,6 +46,7 @@ from experiments.optimizers import shampoo_paper as shampoo_paper_lib
 # name -> constructor (learning_rate, **hyperparameters) -> optax.GradientTransformation.
 TRANSFORMS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adam": optax.adam,
+    "adamw": optax.adamw,
     "adagrad": optax.adagrad,
     "shampoo": shampoo_lib.shampoo,
     "adablock": adablock_lib.adablock,
@@ -60,14 +73,44 @@ GROUPINGS: dict[str, Callable[[Any, tuple[int, ...]], Any]] = {
 }
 
 
-def _resolve_grouping(hparams: dict[str, Any], name: str) -> dict[str, Any]:
-  grouping = hparams.get("grouping")
-  if isinstance(grouping, str):
-    if grouping not in GROUPINGS:
-      raise ValueError(f"config.optimizer_config.{name}.grouping={grouping!r} is not a known "
-                       f"grouping; known: {sorted(GROUPINGS)}")
-    hparams = dict(hparams, grouping=GROUPINGS[grouping])
+def _matrices(params: Any) -> Any:
+  """True for every leaf of rank >= 2 not named ``bias`` or ``scale`` (kernels, embeddings)."""
+  def decayed(path, leaf):
+    name = getattr(path[-1], "key", getattr(path[-1], "name", None)) if path else None
+    return jax.numpy.ndim(leaf) >= 2 and name not in ("bias", "scale")
+  return jax.tree_util.tree_map_with_path(decayed, params)
+
+
+# Named weight-decay masks a config can select (``optimizer_config.adamw.mask = "matrices"``):
+# params -> pytree of bools, True where the decoupled weight decay applies.
+# "matrices": nanoGPT's rule (decay the weight matrices and embeddings, not the biases and norm
+# scales); by name as well as rank, so that the leaves of a layer stacked by nn.scan (a stacked
+# LayerNorm scale is rank 2) are decayed exactly as the unstacked layer's. "all": every leaf.
+WEIGHT_DECAY_MASKS: dict[str, Callable[[Any], Any] | None] = {
+    "matrices": _matrices,
+    "all": None,
+}
+# Hyperparameters a config may give by name: hyperparameter -> {name: value}.
+NAMED_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "grouping": GROUPINGS,
+    "mask": WEIGHT_DECAY_MASKS,
+}
+
+
+def _resolve_named(hparams: dict[str, Any], name: str) -> dict[str, Any]:
+  """``hparams`` with every value given by name (:data:`NAMED_HYPERPARAMETERS`) looked up."""
+  for key, table in NAMED_HYPERPARAMETERS.items():
+    value = hparams.get(key)
+    if isinstance(value, str):
+      if value not in table:
+        raise ValueError(f"config.optimizer_config.{name}.{key}={value!r} is not a known "
+                         f"{key}; known: {sorted(table)}")
+      hparams = dict(hparams, **{key: table[value]})
   return hparams
+
+
+def _takes_dimension_numbers(fn: Callable[..., Any]) -> bool:
+  return "dimension_numbers" in inspect.signature(fn).parameters
 
 
 def _weight_decay(config: Any) -> float:
@@ -101,15 +144,18 @@ STATE_METRICS: dict[str, base.MetricsFn] = {
 }
 
 
-def _transformation(name: str, config: Any,
-                    learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+def _transformation(name: str, config: Any, learning_rate: optax.ScalarOrSchedule,
+                    dimension_numbers: Any = None) -> optax.GradientTransformation:
   if name not in TRANSFORMS:
     raise ValueError(f"{name!r} is not an optax optimizer; known: {sorted(TRANSFORMS)}")
   # Under config.data_parallel, MBAG's statistics are sharded over the data axis.
   data_parallel = bool(base._get(config, "data_parallel"))  # pylint: disable=protected-access
   sharding = parallel.state_sharding(data_parallel, TRANSFORMS[name])
   own = {"weight_decay": _weight_decay(config)} if name in OWN_WEIGHT_DECAY else {}
-  hparams = _resolve_grouping(base.hyperparameters(config, name), name)
+  hparams = _resolve_named(base.hyperparameters(config, name), name)
+  if (dimension_numbers is not None and _takes_dimension_numbers(TRANSFORMS[name])
+      and hparams.get("grouping") is None and hparams.get("dimension_numbers") is None):
+    own["dimension_numbers"] = dimension_numbers
   return base.call_with_hyperparameters(TRANSFORMS[name], hparams, name,
                                         learning_rate=learning_rate, **sharding, **own)
 
@@ -119,44 +165,48 @@ def _added_weight_decay(name: str, config: Any) -> float:
   return 0.0 if name in OWN_WEIGHT_DECAY else _weight_decay(config)
 
 
-def make_transformation(name: str, config: Any,
-                        learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  """The optax transformation of optimizer ``name`` with the config's hyperparameters and weight decay."""
-  return base.with_weight_decay(_transformation(name, config, learning_rate),
+def make_transformation(name: str, config: Any, learning_rate: optax.ScalarOrSchedule,
+                        dimension_numbers: Any = None) -> optax.GradientTransformation:
+  """The optax transformation of optimizer ``name`` with the config's hyperparameters and weight
+  decay (``dimension_numbers``: see the module docstring)."""
+  return base.with_weight_decay(_transformation(name, config, learning_rate, dimension_numbers),
                                 _added_weight_decay(name, config))
 
 
 def _build_optax(name: str, config: Any, loss_fn: base.LossFn,
-                 learning_rate: optax.ScalarOrSchedule) -> base.Optimizer:
-  return base.optax_optimizer(_transformation(name, config, learning_rate), loss_fn, name,
-                              weight_decay=_added_weight_decay(name, config),
+                 learning_rate: optax.ScalarOrSchedule, dimension_numbers: Any) -> base.Optimizer:
+  return base.optax_optimizer(_transformation(name, config, learning_rate, dimension_numbers),
+                              loss_fn, name, weight_decay=_added_weight_decay(name, config),
                               metrics=STATE_METRICS.get(name, base.no_metrics))
 
 
-def _build_kfac(config: Any, loss_fn: base.LossFn,
-                learning_rate: optax.ScalarOrSchedule) -> base.Optimizer:
+def _build_kfac(config: Any, loss_fn: base.LossFn, learning_rate: optax.ScalarOrSchedule,
+                dimension_numbers: Any) -> base.Optimizer:
+  del dimension_numbers  # kfac-jax finds its layers by tracing the model
   return base.call_with_hyperparameters(
       kfac_lib.kfac, base.hyperparameters(config, "kfac"), "kfac", loss_fn=loss_fn,
       learning_rate=learning_rate, weight_decay=_weight_decay(config))
 
 
-def _build_kfac_paper(config: Any, loss_fn: base.LossFn,
-                      learning_rate: optax.ScalarOrSchedule) -> base.Optimizer:
+def _build_kfac_paper(config: Any, loss_fn: base.LossFn, learning_rate: optax.ScalarOrSchedule,
+                      dimension_numbers: Any) -> base.Optimizer:
+  del dimension_numbers
   return base.call_with_hyperparameters(
       kfac_paper_lib.kfac_paper, base.hyperparameters(config, "kfac_paper"), "kfac_paper",
       loss_fn=loss_fn, learning_rate=learning_rate, weight_decay=_weight_decay(config))
 
 
-# name -> builder (config, loss_fn, learning_rate) -> Optimizer.
-OPTIMIZERS: dict[str, Callable[[Any, base.LossFn, optax.ScalarOrSchedule], base.Optimizer]] = {
+# name -> builder (config, loss_fn, learning_rate, dimension_numbers) -> Optimizer.
+OPTIMIZERS: dict[str, Callable[[Any, base.LossFn, optax.ScalarOrSchedule, Any],
+                               base.Optimizer]] = {
     **{name: functools.partial(_build_optax, name) for name in TRANSFORMS},
     "kfac": _build_kfac,
     "kfac_paper": _build_kfac_paper,
 }
 
 
-def build_optimizer(config: Any, loss_fn: base.LossFn,
-                    learning_rate: optax.ScalarOrSchedule) -> base.Optimizer:
+def build_optimizer(config: Any, loss_fn: base.LossFn, learning_rate: optax.ScalarOrSchedule,
+                    *, dimension_numbers: Any = None) -> base.Optimizer:
   """The :class:`Optimizer` named by ``config.optimizer``.
 
   Args:
@@ -164,6 +214,9 @@ def build_optimizer(config: Any, loss_fn: base.LossFn,
       ``optimizer_config.<name>.<hyperparameter>``.
     loss_fn: ``(params, model_state, rng, batch) -> (loss, (new_model_state, aux))``.
     learning_rate: an optax schedule (step -> lr) or a float.
+    dimension_numbers: what the model declares about its parameters' axes (any form
+      ``mbag.mbag`` takes), given to MBAG, MBAG-N and MBAG-EMA unless the config chooses a
+      grouping; None: their defaults.
 
   Returns:
     ``Optimizer(init, step, name)``.
@@ -175,4 +228,4 @@ def build_optimizer(config: Any, loss_fn: base.LossFn,
   name = base._get(config, "optimizer")  # pylint: disable=protected-access
   if name not in OPTIMIZERS:
     raise ValueError(f"config.optimizer={name!r} is not a known optimizer; known: {sorted(OPTIMIZERS)}")
-  return OPTIMIZERS[name](config, loss_fn, learning_rate)
+  return OPTIMIZERS[name](config, loss_fn, learning_rate, dimension_numbers)

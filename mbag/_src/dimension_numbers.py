@@ -13,6 +13,10 @@ The paper's two rules (Section IV.C) are two instances:
 * conv kernel ``(kh, kw, c_in, c_out)``: block axes (0, 1) (the taps of one ``(c_in, c_out)``
   pair, kept whole), batch axes 2 and 3.
 
+Stock flax attention (``nn.MultiHeadDotProductAttention``, ``nnx.MultiHeadAttention``) is the
+dense rule on its projections read as matrices, recognised by the module names ``query``,
+``key``, ``value`` and ``out``.
+
 Every default rule and its cap is listed in :func:`default_dimension_numbers`.
 """
 
@@ -33,6 +37,9 @@ Axes = Union[int, Sequence[int]]
 CONV_MAX_TAPS = 64
 # The conv rule applies to kernels whose spatial extents are odd and at most this.
 CONV_MAX_EXTENT = 7
+# Stock flax attention's rank-3 projection kernels, by parent module name: their input axes.
+# q/k/v kernels are (d, heads, head_dim), the out kernel (heads, head_dim, d).
+ATTENTION_INPUT_AXES = {"query": (0,), "key": (0,), "value": (0,), "out": (0, 1)}
 
 
 class MBAGGroupingWarning(UserWarning):
@@ -82,6 +89,9 @@ class BlockDimensionNumbers(NamedTuple):
     BlockDimensionNumbers(batch_axis=0)             # nn.scan / nnx.vmap stack (layers, ...)
     BlockDimensionNumbers(block_axis=0)             # DenseGeneral (d, heads, head_dim)
     BlockDimensionNumbers(block_axis=(0, 1))        # DenseGeneral (heads, head_dim, d)
+
+  (Stock flax attention's ``query``/``key``/``value``/``out`` kernels get the last two by
+  default, see :func:`default_dimension_numbers`.)
   """
 
   block_axis: Axes | None = None
@@ -120,12 +130,23 @@ def path_str(path: KeyPath) -> str:
   return "/".join(parts)
 
 
-def leaf_name(path: str) -> str:
-  """The leaf's own name in a ``/``-joined path (skipping nnx's trailing ``value``)."""
+def _name_parts(path: str) -> list[str]:
   parts = path.split("/")
   if len(parts) > 1 and parts[-1] == "value":
     parts = parts[:-1]
-  return parts[-1]
+  return parts
+
+
+def leaf_name(path: str) -> str:
+  """The leaf's own name in a ``/``-joined path (skipping nnx's trailing ``value``)."""
+  return _name_parts(path)[-1]
+
+
+def module_name(path: str) -> str:
+  """The name of the module holding the leaf (``query`` in ``.../attn/query/kernel`` and in
+  nnx's ``.../attn/query/kernel/value``); ``""`` for a top-level leaf."""
+  parts = _name_parts(path)
+  return parts[-2] if len(parts) > 1 else ""
 
 
 def _axes(x: Axes | None, ndim: int, what: str, where: str) -> tuple[int, ...] | None:
@@ -164,8 +185,16 @@ def default_dimension_numbers(path: str, shape: Sequence[int], block_size: int,
     of one ``(c_in, c_out)`` pair, one block when there are at most
     ``max(block_size, CONV_MAX_TAPS)`` = ``max(block_size, 64)`` taps, else cut into
     ``block_size`` (an explicit per-leaf block size always cuts).
+  * ``attention``: a rank-3 ``kernel`` of a module named ``query``, ``key`` or ``value``
+    ``(d, heads, head_dim)`` (stock ``nn.MultiHeadDotProductAttention`` and
+    ``nnx.MultiHeadAttention``): block axis 0, the ``d`` inputs of each ``(head, feature)``
+    output; a rank-3 ``kernel`` of a module named ``out`` ``(heads, head_dim, d)``: block axes
+    (0, 1), the ``heads * head_dim`` inputs of each output. Exactly the ``dense`` rule (both of
+    its cases) on ``reshape(d, heads * head_dim)`` and ``reshape(heads * head_dim, d)``. Inside
+    a declared stack (``BlockDimensionNumbers(batch_axis=0)``) each layer's kernel gets this rule.
   * ``fallback`` (guessed, warned at ``init``): every other shape (rank 3 such as conv1d,
-    stacked dense and DenseGeneral kernels, 2x2 / 4x4 / 16x16 convs, scanned attention kernels):
+    stacked dense and other DenseGeneral kernels, 2x2 / 4x4 / 16x16 convs, undeclared scanned
+    attention kernels):
     the last axis is taken as the output, all other axes flattened in order are its inputs, cut
     into ``block_size`` (the dense rule on ``reshape(-1, shape[-1])``).
 
@@ -179,15 +208,27 @@ def default_dimension_numbers(path: str, shape: Sequence[int], block_size: int,
   if ndim == 2 and last == "embedding":
     return Rule((1,), (0,), block_size, "embedding")
   if ndim == 2:
-    if block_size <= shape[0]:
-      return Rule((0,), (1,), block_size, "dense")
-    return Rule((1, 0), (), block_size, "dense")
+    return _dense_on_axes((0,), shape, block_size, "dense")
+  if ndim == 3 and last == "kernel":
+    inputs = ATTENTION_INPUT_AXES.get(module_name(path))
+    if inputs is not None:
+      return _dense_on_axes(inputs, shape, block_size, "attention")
   if _conv_spatial(shape):
     spatial = tuple(range(ndim - 2))
     taps = math.prod(shape[:-2])
     size = block_size if block_size_given or taps > max(block_size, CONV_MAX_TAPS) else taps
     return Rule(spatial, (ndim - 2, ndim - 1), size, "conv")
   return Rule(tuple(range(ndim - 1)), (ndim - 1,), block_size, "fallback", guessed=True)
+
+
+def _dense_on_axes(inputs: tuple[int, ...], shape: tuple[int, ...], block_size: int,
+                   name: str) -> Rule:
+  """The ``dense`` rule on the leaf read as the matrix ``(prod(inputs), prod(outputs))``, the
+  input axes leading and the output axes (every other axis) trailing, each group in order."""
+  outputs = tuple(a for a in range(len(shape)) if a not in inputs)
+  if block_size <= math.prod(shape[a] for a in inputs):
+    return Rule(inputs, outputs, block_size, name)
+  return Rule(outputs + inputs, (), block_size, name)
 
 
 def _stacked(path: str, shape: tuple[int, ...], batch: tuple[int, ...], block_size: int,
