@@ -2,10 +2,12 @@ r"""Time of the whole jitted training step (gradient + update) of every optimize
 
   python -m benchmarks.step_time [--task cifar] [--depth 20] [--batch 32] [--steps 50] [--rounds 3]
   python -m benchmarks.step_time --task autoencoder --dataset curves --batch 128
+  python -m benchmarks.step_time --task char_lm --optimizers adamw,mbag [--scan]
 
 The step is ``experiments.optimizers.build_optimizer(...).step`` on the model and
 loss of an ``experiments`` task, with the hyperparameters of the config's
-``paper`` preset (T1 = 5, T2 = T_sqr = 50, tau = 32, ...) on one fixed
+``paper`` preset (``reference`` for the Shakespeare transformer, ``char_lm``; T1 = 5,
+T2 = T_sqr = 50, tau = 32, ...) and the dimension numbers its model declares, on one fixed
 random batch, so the periodic work (roots, inverses, curvature updates) is in
 the average: each timed window is ``--steps`` consecutive steps (default 50,
 one T2 period). All optimizers live in one process and are timed interleaved,
@@ -41,6 +43,8 @@ from experiments import train
 from experiments import xla_flags
 from experiments.configs import autoencoder as autoencoder_configs
 from experiments.configs import cifar as cifar_configs
+from experiments.configs import shakespeare as shakespeare_configs
+from experiments.data import shakespeare as shakespeare_data
 
 PAPER_RATIOS = {"adam": 1.0, "adablock": 4.13}  # Section VI.A: MBAG "as fast as Adam"
 INPUT_DIMS = {"mnist": 784, "curves": 784, "faces": 625, "digits": 64}
@@ -69,7 +73,26 @@ def _autoencoder_setup(args):
       f"{args.dataset} autoencoder {arch} (mirrored)"
 
 
-SETUPS = {"cifar": _cifar_setup, "autoencoder": _autoencoder_setup}
+def _char_lm_setup(args):
+  config = shakespeare_configs.get_config("scan" if args.scan else "reference")
+  vocab, context = SHAKESPEARE_VOCABULARY, shakespeare_data.CONTEXT
+  m = config.model
+  model = models.CharTransformer(vocab_size=vocab, context=context, d_model=m.d_model,
+                                 num_heads=m.num_heads, num_layers=m.num_layers,
+                                 mlp_ratio=m.mlp_ratio, scan=m.scan)
+  rows = jnp.asarray(np.random.RandomState(0).randint(0, vocab, (args.batch, context + 1)),
+                     jnp.int32)
+  task = tasks.get_task("char_lm")
+  batch = {"inputs": task.train_inputs(None, rows), "targets": task.targets(rows, rows)}
+  return config, task, model, batch, (
+      f"character transformer d={m.d_model}, {m.num_heads} heads, {m.num_layers} layers"
+      f"{' (nn.scan)' if m.scan else ''}, context {context}, vocabulary {vocab}")
+
+
+SETUPS = {"cifar": _cifar_setup, "autoencoder": _autoencoder_setup, "char_lm": _char_lm_setup}
+# The vocabulary size of the Shakespeare text (experiments/data/shakespeare.py): the batch is
+# random tokens, so the data file is not needed.
+SHAKESPEARE_VOCABULARY = 77
 # "<optimizer>/<variant>": the optimizer's config section updated with these keyword arguments.
 VARIANTS = {
     "symmetric": {"storage": "symmetric"},
@@ -99,7 +122,8 @@ def build_steps(args):
     run_config = train.resolve_config(run_config)
     if variant:
       run_config.optimizer_config[base_name].update(VARIANTS[variant])
-    opt = optimizers_lib.build_optimizer(run_config, loss_fn, run_config.learning_rate)
+    opt = optimizers_lib.build_optimizer(run_config, loss_fn, run_config.learning_rate,
+                                         dimension_numbers=task.dimension_numbers(run_config))
     # Each optimizer trains its own copy (the step donates its inputs).
     state = {"p": jax.tree.map(jnp.copy, params), "m": jax.tree.map(jnp.copy, model_state)}
     state["o"] = opt.init(state["p"], state["m"], rng, batch)
@@ -148,6 +172,7 @@ def parse_args(argv=None):
   parser.add_argument("--dataset", choices=sorted(models.ARCHITECTURES), default="curves",
                       help="autoencoder architecture (autoencoder)")
   parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--scan", action="store_true", help="the nn.scan model (char_lm)")
   parser.add_argument("--steps", type=int, default=50, help="steps per timed window")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--optimizers", default="adam,adagrad,kfac,shampoo,adablock,mbag,mbag_n,mbag_ema")

