@@ -100,6 +100,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         figures=(ReferenceFigure(_CONSTANT_STUDY + "Adam", "test_loss",
                                  runs="results/ablation/digits_ae/final/adam/lr_*/seed_*",
                                  note="same steps at a constant tuned rate"),)),
+    # The transformer benchmark: its preset carries its own schedule (warm-up 100 of 1,008
+    # steps, cosine to 10 %) and AdamW (decoupled weight decay) is the reference.
+    "shakespeare": Benchmark(
+        "shakespeare", "shakespeare:reference", "test_loss", False,
+        ("test_loss", "test_bits_per_char", "train_loss"), reference="adamw"),
 }
 
 
