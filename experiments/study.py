@@ -1,6 +1,10 @@
-"""The ablation study's protocol: benchmarks, variants, learning-rate grid, stages, summary.
+"""The study's shared pieces (benchmarks, entries, learning-rate grid, runs, summary) and the
+constant-rate protocol ``stages``.
 
-Protocol (``python -m experiments.ablation``; README "What matters in MBAG"):
+The main protocol, ``paired`` (warm-up + cosine schedules, every entry tuned at its own rate,
+paired seeds, intervals), is :mod:`experiments.paired_study`. The constant-rate study of
+``results/ablation`` ran the three stages below (``python -m experiments.ablation
+--protocol=stages``; docs/benchmarks.md "What matters in MBAG"):
 
 1. **Tune** (validation split, seed 0). Every base optimizer -- Adam, AdaGrad, KFAC,
    Shampoo, AdaBlock, their ``*_paper`` variants, MBAG, MBAG-N, MBAG-EMA -- runs at its
@@ -32,7 +36,7 @@ import math
 import os
 import pathlib
 import statistics
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 LR_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 MAX_EXTENSIONS = 2
@@ -43,25 +47,55 @@ BASE_OPTIMIZERS = ("adam", "adagrad", "kfac", "kfac_paper", "shampoo", "shampoo_
 
 
 @dataclasses.dataclass(frozen=True)
+class ReferenceFigure:
+  """A published or earlier figure that a benchmark's reference optimizer should reach.
+
+  Attributes:
+    label: where it comes from, e.g. "published (github.com/greydanus/mnist1d)".
+    metric: the metric it is a value of (the benchmark's ``select`` metric).
+    value: the figure; None when it is computed from ``runs``.
+    runs: a glob (relative to the repository) of run directories whose final ``metric`` gives
+      the figure (mean, sd and n over them), e.g. the project's own reference runs.
+    note: how its protocol differs from the study's (steps, schedule).
+  """
+  label: str
+  metric: str
+  value: float | None = None
+  runs: str | None = None
+  note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Benchmark:
   """A config preset the study runs, and how it is scored.
 
   Attributes:
     name: the study's name for it (a directory name).
     config: ``module:preset`` of ``experiments/configs``.
-    select: the metric of the final record that picks learning rates (on the validation split).
+    select: the metric of the final record that picks learning rates (on the validation split)
+      and that the equal-steps comparisons compare (on the test split).
     higher_is_better: for ``select``.
     report: the metrics the summary reports on the test set.
+    reference: the optimizer every entry is compared with (``paired`` protocol).
+    time_metric: the held-out loss whose target the time-to-target comparison uses.
+    target: a fixed target of ``time_metric``; None: derived from the reference's runs
+      (``experiments.paired_study.TARGET_RULE``).
+    figures: published or earlier figures the reference's result is checked against.
   """
   name: str
   config: str
   select: str
   higher_is_better: bool
   report: tuple[str, ...]
+  reference: str = "adam"
+  time_metric: str = "test_loss"
+  target: float | None = None
+  figures: tuple[ReferenceFigure, ...] = ()
 
 
 _AE_REPORT = ("test_loss", "train_loss", "test_squared_error", "test_bce_per_pixel")
-BENCHMARKS: dict[str, Benchmark] = {
+# The constant-rate study's benchmarks (protocol ``stages``, results/ablation).
+CONSTANT_RATE_BENCHMARKS: dict[str, Benchmark] = {
     "mnist1d": Benchmark("mnist1d", "mnist1d:ablation", "test_accuracy", True,
                          ("test_accuracy", "test_loss", "train_loss")),
     "mnist5k": Benchmark("mnist5k", "mnist5k:ablation", "test_loss", False, _AE_REPORT),
@@ -77,14 +111,18 @@ class Entry:
     name: e.g. ``mbag`` or ``mbag/lambda=0.1`` (a path under the study's directory).
     optimizer: the registry name.
     overrides: ``optimizer_config.<optimizer>`` fields to change.
-    base: None for an optimizer tuned on the grid; else the entry whose rate it reuses.
+    base: None for an optimizer tuned on the grid; else the entry whose rate it reuses
+      (protocol ``stages`` only: the ``paired`` protocol tunes every entry at its own rate).
     group: what the entry ablates ("baseline", "lambda", ...).
+    transfer_from: protocol ``paired``: a declared *transfer* entry, run untuned at the rate
+      tuned for this other entry (its name is ``<entry>@<transfer_from>``); None: tuned.
   """
   name: str
   optimizer: str
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   base: str | None = None
   group: str = "baseline"
+  transfer_from: str | None = None
 
 
 def load_config(spec: str):
@@ -238,23 +276,42 @@ def summarize(benchmark: Benchmark, tuning: Mapping[str, Mapping[str, Any]],
           "tuning": dict(tuning), "final": final}
 
 
+def read_summary(path: pathlib.Path) -> dict:
+  """The summary at ``path`` ({} when there is none); ValueError when it is no summary."""
+  if not path.exists():
+    return {}
+  try:
+    earlier = json.loads(path.read_text())
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("benchmarks", {}), dict):
+      raise ValueError("not a JSON object with a 'benchmarks' object")
+  except (json.JSONDecodeError, ValueError) as e:
+    raise ValueError(f"{path}: not a summary this command can extend ({e}); move it away") from e
+  return earlier
+
+
 def write_summary(path: pathlib.Path, benchmarks: Mapping[str, dict], protocol: dict,
-                  command: str, hardware: str) -> dict:
+                  command: Mapping[str, Any] | str, hardware: str,
+                  finalize: Callable[[dict], dict] | None = None, **extra) -> dict:
   """Writes the summary of ``benchmarks`` to ``path`` (atomically) and returns it.
 
-  Each benchmark's part records the ``protocol`` and ``command`` that made it; the parts of
-  benchmarks that an earlier command wrote to ``path`` and this one did not run are kept.
+  Each benchmark's part records the ``protocol`` and the ``command`` that made it (its id
+  when ``command`` is a record of ``study_records.command_record``); the parts of benchmarks
+  that an earlier command wrote to ``path`` and this one did not run are kept, and so is every
+  earlier command: ``commands`` lists them all (``study_records.merge_commands``), ``command``
+  is the last one. ``finalize(parts)``: may update every benchmark's part (this command's and
+  the earlier ones) and returns further top-level fields; ``extra``: further top-level fields.
   """
-  earlier = {}
-  if path.exists():
-    try:
-      earlier = json.loads(path.read_text()).get("benchmarks", {})
-    except (json.JSONDecodeError, AttributeError) as e:
-      raise ValueError(f"{path}: not a summary this command can extend ({e}); move it away") from e
-  parts = {**earlier, **{name: {**part, "protocol": protocol, "command": command}
-                         for name, part in benchmarks.items()}}
-  report = {"protocol": protocol, "benchmarks": parts, "command": command,
-            "hardware": hardware}
+  from experiments import study_records  # pylint: disable=import-outside-toplevel
+  earlier = read_summary(path)
+  commands = study_records.merge_commands(earlier, command)
+  last = commands[-1]["command"]
+  made_by = command.get("id", last) if isinstance(command, Mapping) else command
+  parts = {**earlier.get("benchmarks", {}),
+           **{name: {**part, "protocol": protocol, "command": made_by}
+              for name, part in benchmarks.items()}}
+  extra = {**extra, **(finalize(parts) if finalize else {})}
+  report = {"protocol": protocol, "benchmarks": parts, "commands": commands, "command": last,
+            "hardware": hardware, **extra}
   tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
   os.replace(tmp, path)
@@ -294,13 +351,16 @@ def plan_counts(config, window_size: int, seeds: int, spot_check: bool = True) -
   return counts
 
 
-def iter_tuning_rates(config_lr: float, size: int, scores: Mapping[float, float]
-                      ) -> Iterable[list[float]]:
+def iter_tuning_rates(config_lr: float, size: int, scores: Mapping[float, float],
+                      max_extensions: int = MAX_EXTENSIONS) -> Iterable[list[float]]:
   """The window, then one extension at a time while the best is at an edge, or one step down
-  while every rate diverged (see the module docstring)."""
+  while every rate diverged, at most ``max_extensions`` times (see the module docstring).
+
+  ``scores`` is read after each yield: the caller fills in the scores of the rates yielded.
+  """
   rates = window(config_lr, size)
   yield rates
-  for _ in range(MAX_EXTENSIONS):
+  for _ in range(max_extensions):
     best = best_lr({lr: scores.get(lr, math.inf) for lr in rates})
     lo, hi = grid_index(rates[0]), grid_index(rates[-1])
     if best is None:  # every rate diverged: look one step lower

@@ -84,7 +84,9 @@ def _fmt(stats: dict[str, Any], scale: float) -> str:
 
 
 def table_markdown(summary: dict[str, Any]) -> str:
-  lines = [f"Command: `{summary.get('command', '?')}`; hardware: {summary.get('hardware', '?')}.", ""]
+  commands = [c["command"] for c in summary.get("commands", [])] or [summary.get("command", "?")]
+  lines = [f"Command{'s' if len(commands) > 1 else ''}: " + "; ".join(f"`{c}`" for c in commands)
+           + f"; hardware: {summary.get('hardware', '?')}.", ""]
   for name, part in summary.get("benchmarks", {}).items():
     metrics = list(part.get("report", [])) or [_first_metric(part)]
     lines += [f"## {name} ({part.get('config', '')})", "",

@@ -1,8 +1,10 @@
 """``python -m paper_figures --runs DIR [--out DIR]``: every table and figure in one command.
 
-Products: Table I, Figures 2 and 3, the Theorem 1 figure, MBAG's numerical health over
-training (``health``: the ``opt/root_error`` and ``opt/min_denominator`` its runs log), and the
-character language model's evaluation loss and final table (``language_model``).
+Products: Table I, Figures 2 and 3, the Theorem 1 figure, the constant-rate ablation study
+(``ablation``), the study's paired comparisons (``study``: a forest plot and table from
+``study_summary.json``), MBAG's numerical health over training (``health``: the
+``opt/root_error`` and ``opt/min_denominator`` its runs log), and the character language
+model's evaluation loss and final table (``language_model``).
 
 Exit status: 0 when every input was read; 1 when an input was malformed (the
 other figures are still written, the bad run is skipped and named with its file
@@ -27,6 +29,7 @@ from paper_figures import health
 from paper_figures import language_model
 from paper_figures import report
 from paper_figures import runs as runs_lib
+from paper_figures import study
 from paper_figures import style
 
 SUMMARY_FILE = "figures.md"
@@ -60,6 +63,7 @@ BUILDERS: dict[str, Builder] = {
     "theory": lambda inputs, out: bound.build_theory_figure(
         inputs.verify_records, inputs.verify_files, out),
     "ablation": lambda inputs, out: ablation.build_ablation(inputs.root, out),
+    "study": lambda inputs, out: study.build_study(inputs.root, out),
     "health": lambda inputs, out: health.build_health_figure(inputs.runs, out),
     "language_model": lambda inputs, out: language_model.build_language_model(inputs.runs, out),
 }

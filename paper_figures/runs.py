@@ -23,7 +23,9 @@ VERIFY_FILE = "verify.json"
 # A directory holding this (``python -m experiments.ablation``'s summary) or its timings is an
 # ablation study: its hundreds of runs are read through the summary, not as figure runs.
 ABLATION_SUMMARY_FILE = "ablation_summary.json"
-ABLATION_MARKERS = frozenset({ABLATION_SUMMARY_FILE, "timings.json"})
+STUDY_SUMMARY_FILE = "study_summary.json"  # the same command's main protocol (paper_figures/study.py)
+ABLATION_MARKERS = frozenset({ABLATION_SUMMARY_FILE, STUDY_SUMMARY_FILE, "timings.json",
+                              "replaced_runs.jsonl"})
 
 REQUIRED_CONFIG_KEYS = ("task", "dataset", "optimizer", "seed")
 REQUIRED_METRIC_KEYS = ("step", "epoch", "wall_time")
@@ -299,6 +301,12 @@ def find_ablation_summaries(root: os.PathLike | str) -> list[pathlib.Path]:
   """Every ``ablation_summary.json`` under ``root``."""
   return sorted(d / ABLATION_SUMMARY_FILE for d, _, files in _walk(pathlib.Path(root))
                 if ABLATION_SUMMARY_FILE in files)
+
+
+def find_study_summaries(root: os.PathLike | str) -> list[pathlib.Path]:
+  """Every ``study_summary.json`` under ``root``."""
+  return sorted(d / STUDY_SUMMARY_FILE for d, _, files in _walk(pathlib.Path(root))
+                if STUDY_SUMMARY_FILE in files)
 
 
 def find_verify_files(root: os.PathLike | str) -> list[pathlib.Path]:

@@ -49,7 +49,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "experiments.autoencoder": [],
     "experiments.sweep": ["--learning_rates=1e-3"],
     "experiments.ablation": ["--benchmarks=digits_ae", "--only=adam", "--window=1", "--seeds=1",
-                             "--epochs=1", "--workers=1"],
+                             "--epochs=1", "--workers=1", "--max_extensions=0"],
     "examples.demo": ["--seeds", "1", "--epochs", "1", "--optimizers", "adam,mbag"],
     "examples.quickstart": ["--steps", "20"],
     "theory.verify": ["--quick", "--problems", "quadratic"],

@@ -77,8 +77,8 @@ def _fake_run_job(calls):
   """A stand-in for one training run: accuracy peaks at lr = 3e-3 (0.9 for adam, 0.8 for the
   others, minus 0.01 per seed); lr >= 0.1 diverges. Writes config.json and result.json."""
 
-  def run(job, data_dir):
-    del data_dir
+  def run(job, data_dir, session=None):
+    del data_dir, session
     config = json.loads(job.config_json)
     calls.append(job.workdir)
     lr, seed = config["learning_rate"], config["seed"]
@@ -103,7 +103,7 @@ def test_stages_choose_rates_resume_and_summarise(tmp_path, monkeypatch):
   monkeypatch.setattr(ablation, "_run_job", _fake_run_job(calls))
   root = tmp_path / "ablation"
   only = ["adam", "mbag", "mbag/momentum=0.0"]
-  runner = ablation.Runner(1, None)
+  runner = ablation.Runner(1, None, tmp_path)
   part = ablation.run_benchmark(runner, root, TINY, seeds=2, window_size=2, only=only, epochs=1)
   tuned = part["tuning"]
   # adam's window around 1e-2 is (3e-3, 1e-2) -> best 3e-3 at the edge -> grows to 1e-3: stop
@@ -133,7 +133,7 @@ def test_stages_choose_rates_resume_and_summarise(tmp_path, monkeypatch):
 
 def test_a_diverging_tuning_rate_scores_worst(tmp_path, monkeypatch):
   monkeypatch.setattr(ablation, "_run_job", _fake_run_job([]))
-  part = ablation.run_benchmark(ablation.Runner(1, None), tmp_path, TINY, seeds=1, window_size=5,
+  part = ablation.run_benchmark(ablation.Runner(1, None, tmp_path), tmp_path, TINY, seeds=1, window_size=5,
                                 only=["adam"], epochs=1)
   scores = part["tuning"]["adam"]["scores"]
   assert scores["0.1"] is None and part["tuning"]["adam"]["chosen_lr"] == 3e-3
@@ -158,7 +158,7 @@ def test_one_real_run_writes_its_result_and_drops_checkpoints(tmp_path, monkeypa
 
 def test_a_variant_without_its_base_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r"need their base optimizers \['mbag'\]"):
-    ablation.run_benchmark(ablation.Runner(1, None), tmp_path, TINY, seeds=1, window_size=1,
+    ablation.run_benchmark(ablation.Runner(1, None, tmp_path), tmp_path, TINY, seeds=1, window_size=1,
                            only=["mbag/momentum=0.0"], epochs=1)
 
 
@@ -166,7 +166,7 @@ def test_without_spot_checks_variants_run_once_at_their_base_rate(tmp_path, monk
   calls = []
   monkeypatch.setattr(ablation, "_run_job", _fake_run_job(calls))
   only = ["adam", "mbag", "mbag/momentum=0.0"]
-  part = ablation.run_benchmark(ablation.Runner(1, None), tmp_path, TINY, seeds=1, window_size=2,
+  part = ablation.run_benchmark(ablation.Runner(1, None, tmp_path), tmp_path, TINY, seeds=1, window_size=2,
                                 only=only, epochs=1, spot_check=False)
   variant = part["tuning"]["mbag/momentum=0.0"]
   assert variant == {"scores": {"0.003": pytest.approx(-0.7)}, "chosen_lr": 3e-3,
@@ -186,6 +186,7 @@ def test_a_summary_keeps_the_benchmarks_an_earlier_command_wrote(tmp_path):
   assert report["benchmarks"]["a"] == {"final": {"adam": 1}, "protocol": {"seeds": 3},
                                        "command": "first"}
   assert report["benchmarks"]["b"]["command"] == "second" and report["protocol"] == {"seeds": 1}
+  assert [c["command"] for c in report["commands"]] == ["first", "second"]  # none overwritten
   path.write_text("[1, 2]")
   with pytest.raises(ValueError, match="not a summary"):
     study.write_summary(path, {}, {}, "third", "cpu")

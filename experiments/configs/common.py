@@ -137,3 +137,20 @@ def select_preset(presets: Mapping[str, Callable[[], ml_collections.ConfigDict]]
   config = presets[name]()
   config.preset = name
   return config
+
+
+# The study's schedule (python -m experiments.ablation, docs/benchmarks.md "Protocol").
+STUDY_WARMUP_FRACTION = 0.05
+
+
+def warmup_cosine(config: ml_collections.ConfigDict, *, steps: int,
+                  warmup_fraction: float = STUDY_WARMUP_FRACTION,
+                  final_fraction: float = 0.0) -> None:
+  """Gives ``config`` the study's schedule: a linear warm-up over ``round(warmup_fraction *
+  steps)`` steps, then a cosine decay to ``final_fraction`` x the rate at the last of the run's
+  ``steps`` (``num_epochs`` x steps per epoch; ``lr_schedule="warmup_cosine"`` of
+  ``experiments/train.py``)."""
+  config.lr_schedule = "warmup_cosine"
+  config.warmup_steps = int(round(warmup_fraction * steps))
+  config.lr_final_fraction = float(final_fraction)
+  config.lr_decay_epochs = ()

@@ -13,6 +13,10 @@ autoencoder is ``experiments/configs/autoencoder.py`` with ``--config.dataset=di
 Presets:
 - ``demo``: MLP 64-64-64-10, batch 32, 20 epochs, x0.1 at epoch 15 (``python -m examples.demo``).
 - ``demo_autoencoder``: the digits autoencoder, batch 64, 20 epochs, lambda = 0.1, T_NS = 7.
+- ``study``: the study's main protocol on the digits autoencoder (``python -m
+  experiments.ablation``, docs/benchmarks.md "Protocol"): ``demo_autoencoder``'s 460 steps
+  (20 epochs of 23) with a linear warm-up over the first 23 (5 %) and a cosine decay to 0 at
+  the last step, the test loss evaluated every epoch for the time to a target loss.
 - ``smoke``: 3 epochs, T1 = 2, T2 = T_sqr = 4, fused blocks.
 """
 
@@ -60,6 +64,13 @@ def demo_autoencoder() -> ml_collections.ConfigDict:
   return c
 
 
+def study() -> ml_collections.ConfigDict:
+  c = demo_autoencoder()
+  common.warmup_cosine(c, steps=20 * 23)  # 1500 training images / batch 64: 23 steps an epoch
+  c.eval_every_epochs = 1
+  return c
+
+
 def smoke() -> ml_collections.ConfigDict:
   c = demo()
   c.num_epochs = 3
@@ -70,7 +81,7 @@ def smoke() -> ml_collections.ConfigDict:
   return c
 
 
-PRESETS = {"demo": demo, "demo_autoencoder": demo_autoencoder, "smoke": smoke}
+PRESETS = {"demo": demo, "demo_autoencoder": demo_autoencoder, "study": study, "smoke": smoke}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:

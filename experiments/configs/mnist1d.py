@@ -18,6 +18,10 @@ Presets:
   (the paper's classification settings).
 - ``ablation``: as ``reference`` with 60 epochs (2400 steps), the budget of
   ``python -m experiments.ablation``.
+- ``study``: the study's main protocol (``python -m experiments.ablation``, docs/benchmarks.md
+  "Protocol"): ``ablation``'s 2400 steps with a linear warm-up over the first 120 (5 %) and a
+  cosine decay to 0 at the last step, the test loss evaluated every epoch (40 steps) for the
+  time to a target loss.
 - ``smoke``: 2 epochs on 400 / 200 signals, T1 = 2, T2 = T_sqr = 4: seconds.
 """
 
@@ -56,6 +60,13 @@ def ablation() -> ml_collections.ConfigDict:
   return c
 
 
+def study() -> ml_collections.ConfigDict:
+  c = ablation()
+  common.warmup_cosine(c, steps=60 * 40)
+  c.eval_every_epochs = 1
+  return c
+
+
 def smoke() -> ml_collections.ConfigDict:
   c = reference()
   c.train_subset = 400
@@ -69,7 +80,7 @@ def smoke() -> ml_collections.ConfigDict:
   return c
 
 
-PRESETS = {"reference": reference, "ablation": ablation, "smoke": smoke}
+PRESETS = {"reference": reference, "ablation": ablation, "study": study, "smoke": smoke}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:

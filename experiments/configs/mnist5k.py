@@ -15,6 +15,10 @@ Presets:
 - ``ablation``: batch 100, 20 epochs (800 steps) at a constant learning rate; the paper's
   autoencoder settings lambda = 0.1, T_sqr = 50, T_NS = 7, T1 = 5, T2 = 50, tau = 32.
 - ``long``: 100 epochs, otherwise as ``ablation``.
+- ``study``: the study's main protocol (``python -m experiments.ablation``, docs/benchmarks.md
+  "Protocol"): ``ablation``'s 800 steps with a linear warm-up over the first 40 (5 %) and a
+  cosine decay to 0 at the last step; a record and the test loss every 20 steps (half an
+  epoch) for the time to a target loss.
 - ``smoke``: 2 epochs on 400 / 200 digits, a 784-16-8 autoencoder, T1 = 2, T2 = T_sqr = 4.
 """
 
@@ -51,6 +55,14 @@ def long() -> ml_collections.ConfigDict:
   return c
 
 
+def study() -> ml_collections.ConfigDict:
+  c = ablation()
+  common.warmup_cosine(c, steps=20 * 40)
+  c.log_every_steps = 20
+  c.eval_every_steps = 20
+  return c
+
+
 def smoke() -> ml_collections.ConfigDict:
   c = ablation()
   c.model.encoder_widths = (16, 8)
@@ -64,7 +76,7 @@ def smoke() -> ml_collections.ConfigDict:
   return c
 
 
-PRESETS = {"ablation": ablation, "long": long, "smoke": smoke}
+PRESETS = {"ablation": ablation, "long": long, "study": study, "smoke": smoke}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
