@@ -169,7 +169,10 @@ class Runner:
     self.root, self.session = pathlib.Path(root), dict(session) if session else None
     self.trained = 0
     context = multiprocessing.get_context("spawn")
-    self.pool = (concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    # Spawned workers start a fresh interpreter: they set the entry points' flags themselves
+    # (XLA_FLAGS is inherited, glibc's setting to keep freed memory is per process).
+    self.pool = (concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=xla_flags.set_entry_point_flags)
                  if workers > 1 else None)
     self._neutral = None
 

@@ -153,6 +153,19 @@ def variants(config) -> list[Entry]:
   add("root", "mbag", newton_schulz_tolerance=1e-3)
   add("root", "mbag", root_method="eigh")
   add("warm-up", "mbag", root_warmup_steps=mbag.root_interval)
+  add("warm-up", "mbag", root_warmup_steps=1)  # the first root at step 1 (a safe start)
+  # Grafting onto Adam's step sizes (mbag/_src/graft.py): run at Adam's (AdamW's) tuned rate
+  # as a transfer entry, mbag/graft=adam@adam.
+  add("graft", "mbag", graft="adam")
+  adamw = config.optimizer_config.get("adamw")
+  if adamw is not None and adamw.get("weight_decay"):
+    # "From AdamW to MBAG" (docs/optimizer.md): grafted MBAG with AdamW's decoupled weight decay,
+    # on every leaf or with embeddings / embeddings and vectors left to AdamW itself.
+    recipe = dict(graft="adam", weight_decay=adamw.weight_decay,
+                  weight_decay_mask=adamw.get("mask", "matrices"))
+    add("recipe", "mbag", **recipe)
+    for keep in ("embeddings", "embeddings_and_vectors"):
+      add("recipe", "mbag", **recipe, keep_on_adamw=keep)
   for tau in (1, 8, 16, 32, 64):
     if tau != mbag.block_size:
       add("tau", "mbag", block_size=tau)

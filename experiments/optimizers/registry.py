@@ -18,6 +18,10 @@ AdamW (``"adamw"``, ``optax.adamw``) has its own decoupled ``weight_decay`` in
 ``optimizer_config.adamw``, on the leaves of a ``mask`` given by name (:data:`WEIGHT_DECAY_MASKS`);
 ``config.weight_decay`` (L2 on the gradient) applies to it as to the others.
 
+An MBAG-family optimizer can leave some leaves to AdamW: ``optimizer_config.mbag.keep_on_adamw``
+names them (:data:`KEEP_ON_ADAMW`: embeddings, vectors, both), which then get ``optax.adamw`` with
+``optimizer_config.adamw``'s hyperparameters at the same learning rate (``optax.multi_transform``).
+
 Dimension numbers: a model that knows what its parameters' axes mean (a scanned stack of
 layers) says so through its task (``experiments.tasks.Task.dimension_numbers``); the training
 loop passes them to :func:`build_optimizer`, which gives them to every transformation taking
@@ -99,6 +103,31 @@ NAMED_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
 }
 
 
+def _leaf_name(path) -> str | None:
+  return getattr(path[-1], "key", getattr(path[-1], "name", None)) if path else None
+
+
+def _embeddings(path, leaf) -> bool:
+  del leaf
+  return _leaf_name(path) == "embedding"
+
+
+def _vectors(path, leaf) -> bool:
+  """Biases and norm scales (by name, so that a scanned stack's are too) and every leaf of rank
+  <= 1."""
+  return jax.numpy.ndim(leaf) <= 1 or _leaf_name(path) in ("bias", "scale")
+
+
+# Leaves an MBAG-family optimizer can leave to AdamW (``optimizer_config.mbag.keep_on_adamw``):
+# (key_path, leaf) -> bool. They get optax.adamw with ``optimizer_config.adamw``'s
+# hyperparameters and the same learning rate (optax.multi_transform), the rest MBAG.
+KEEP_ON_ADAMW: dict[str, Callable[[Any, Any], bool]] = {
+    "embeddings": _embeddings,
+    "vectors": _vectors,
+    "embeddings_and_vectors": lambda path, leaf: _embeddings(path, leaf) or _vectors(path, leaf),
+}
+
+
 def _resolve_named(hparams: dict[str, Any], name: str) -> dict[str, Any]:
   """``hparams`` with every value given by name (:data:`NAMED_HYPERPARAMETERS`) looked up."""
   for key, table in NAMED_HYPERPARAMETERS.items():
@@ -162,8 +191,26 @@ def _transformation(name: str, config: Any, learning_rate: optax.ScalarOrSchedul
   if (dimension_numbers is not None and _takes_dimension_numbers(TRANSFORMS[name])
       and hparams.get("grouping") is None and hparams.get("dimension_numbers") is None):
     own["dimension_numbers"] = dimension_numbers
-  return base.call_with_hyperparameters(TRANSFORMS[name], hparams, name,
-                                        learning_rate=learning_rate, **sharding, **own)
+  keep = hparams.pop("keep_on_adamw", None)
+  tx = base.call_with_hyperparameters(TRANSFORMS[name], hparams, name,
+                                      learning_rate=learning_rate, **sharding, **own)
+  return tx if keep is None else _with_adamw_leaves(tx, keep, name, config, learning_rate)
+
+
+def _with_adamw_leaves(tx: optax.GradientTransformation, keep: str, name: str, config: Any,
+                       learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  """``tx`` on every leaf but those ``KEEP_ON_ADAMW[keep]`` selects, which get AdamW."""
+  if keep not in KEEP_ON_ADAMW or not _takes_dimension_numbers(TRANSFORMS[name]):
+    raise ValueError(f"config.optimizer_config.{name}.keep_on_adamw={keep!r}: must be one of "
+                     f"{sorted(KEEP_ON_ADAMW)}, for an optimizer of the MBAG family")
+  select = KEEP_ON_ADAMW[keep]
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: "adamw" if select(path, leaf) else "main", params)
+
+  return optax.multi_transform({"main": tx, "adamw": _transformation("adamw", config,
+                                                                     learning_rate)}, labels)
 
 
 def _added_weight_decay(name: str, config: Any) -> float:
