@@ -138,7 +138,7 @@ def variants(config) -> list[Entry]:
   out = []
 
   def add(group, optimizer, **overrides):
-    label = ",".join(f"{k}={v}" for k, v in overrides.items())
+    label = "+".join(f"{k}={v}" for k, v in overrides.items())  # "," separates --only entries
     out.append(Entry(f"{optimizer}/{label}", optimizer, overrides, base=optimizer, group=group))
 
   for lam in (0.001, 0.01, 0.1, 1.0):
