@@ -53,6 +53,9 @@ def test_state_is_sharded_like_the_params_and_updates_match_one_device():
   assert sym["same_sharding"] and sym["update_specs"] == r["update_specs"]
   assert sym["sharded_bytes"] < sym["single_bytes"] / 6
   assert sym["single_bytes"] < 0.6 * r["single_bytes"]  # 36 of 64 floats per 8-block
+  graft = r["graft"]  # grafting keeps the leaves' sharding and the one-device numbers
+  assert graft["max_abs_diff"] <= RTOL * graft["scale"]
+  assert graft["same_sharding"] and graft["update_specs"] == r["update_specs"]
 
 
 def test_shard_blocks_shards_the_state_of_replicated_params():

@@ -236,13 +236,50 @@ def test_scalar_parameters_sharing_a_bucket_keep_their_shape():
     assert u["t"].shape == () and u["s"].shape == ()
 
 
+def test_weight_decay_defaults_to_none_and_keeps_the_papers_chain():
+  """No decay: the chain of the paper (3 transformations) under inject_hyperparams too, and an
+  update without params works; a decay given under jit still demands the params."""
+  params = {"w": jnp.ones(4)}
+  injected = optax.inject_hyperparams(mbag.mbag, static_args=("block_size",))(
+      learning_rate=0.1, block_size=4)
+  state = injected.init(params)
+  assert len(state.inner_state) == 3
+  jax.jit(injected.update)(params, state)  # no params needed
+  decayed = optax.inject_hyperparams(mbag.mbag, static_args=("block_size",))(
+      learning_rate=0.1, block_size=4, weight_decay=0.5)
+  with pytest.raises(ValueError, match="needs the parameters"):
+    jax.jit(decayed.update)(params, decayed.init(params))
+  with pytest.raises(ValueError, match="a schedule is not supported"):
+    mbag.mbag(0.1, weight_decay=lambda t: 0.1)
+
+
+def test_min_denominator_shows_a_lost_positive_definiteness():
+  """A block whose H is no longer positive definite: its non-positive denominator is reported
+  (the block is skipped), while a NaN one of an overflowing block is left out."""
+  tx = mbag.scale_by_mbag(block_size=2, root_interval=100)
+  params = {"w": jnp.zeros(4)}
+  state = tx.init(params)
+  stats = state.stats[0].at[0].set(-jnp.eye(2))
+  _, state = tx.update({"w": jnp.ones(4)}, state._replace(stats=(stats,)))
+  assert float(state.diagnostics.min_denominator) == -1.0
+  assert int(state.diagnostics.num_skipped_blocks) == 1
+
+
+def test_options_record_goes_to_the_engine_only_and_hyperparameters_are_checked():
+  with pytest.raises(TypeError, match="takes the options as keywords"):
+    mbag.scale_by_mbag(options=mbag.MBAGOptions())
+  with pytest.raises(ValueError, match=r"needs the hyperparameter\(s\) \['decay'\]"):
+    mbag.scale_by_block_preconditioner(mbag.algorithms.MBAG_EMA, block_size=2,
+                                       initial_accumulator_value=0.1)
+
+
 def test_option_keywords_are_the_options_record():
   fields = tuple(mbag.MBAGOptions.__dataclass_fields__)
   for fn in (mbag.mbag, mbag.mbag_ema, mbag.mbag_n, mbag.scale_by_mbag, mbag.scale_by_mbag_ema,
              mbag.scale_by_mbag_n):
     params = inspect.signature(fn).parameters
     assert all(f in params and params[f].kind == params[f].KEYWORD_ONLY for f in fields), fn
-  with pytest.raises(TypeError, match="no_such_option"):
+  with pytest.raises(TypeError, match=r"mbag.mbag\(\): .*no_such_option"):
     mbag.mbag(0.1, no_such_option=1)
   with pytest.raises(ValueError, match="storage must be one of"):
     mbag.MBAGOptions(storage="packed")
@@ -255,7 +292,8 @@ def test_mbag_n_rejects_root_options():
 
 
 def test_grouping_is_deprecated_and_old_names_moved():
-  with pytest.warns(DeprecationWarning, match="use `dimension_numbers=`"):
+  with pytest.warns(DeprecationWarning, match="use `dimension_numbers=`") as caught:
     mbag.mbag(0.1, grouping=2)
+  assert caught[0].filename == __file__  # attributed to the caller, so that Python shows it
   with pytest.warns(DeprecationWarning, match="mbag.blocks.make_layout"):
     assert mbag.make_layout is mbag.blocks.make_layout

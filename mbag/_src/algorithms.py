@@ -107,6 +107,8 @@ class Algorithm(NamedTuple):
       recomputed every ``root_interval`` steps (blocks whose root is not finite keep the old
       one); None for a variant without a root.
     direction: ``(update, R, g) -> p``: the preconditioned gradient of every block ``[n, b]``.
+    hyperparameters: the names of the hyperparameters ``update``, ``root`` or ``direction`` read
+      from ``ctx.hyperparameters`` (the engine checks that they are given).
   """
 
   name: str
@@ -114,9 +116,10 @@ class Algorithm(NamedTuple):
   update: UpdateFn
   root: RootFn | None
   direction: DirectionFn
+  hyperparameters: tuple[str, ...] = ()
 
 
-# ----------------------------------------------------------------------------- statistics
+# ----------------------------------------------------------------------------- Algorithm 1
 
 
 def sherman_morrison_update(S: Array, g: Array, ctx: StepContext) -> BlockUpdate:
@@ -134,6 +137,28 @@ def sherman_morrison_update(S: Array, g: Array, ctx: StepContext) -> BlockUpdate
   return BlockUpdate(S - ctx.store.outer(w), ok, denominator, u)
 
 
+def sqrt_root(A: Array, ctx: StepContext) -> tuple[Array, linalg.RootInfo]:
+  """``H^{1/2}`` (Algorithm 1: the statistic is the inverse ``H = G^{-1}``)."""
+  return ctx.matrix_root(A, "sqrt")
+
+
+def root_direction(update: BlockUpdate, R: Array | None, g: Array) -> Array:
+  """``p = R g`` with the root in use."""
+  del update
+  return jnp.einsum("nij,nj->ni", R, g)
+
+
+MBAG = Algorithm(
+    name="scale_by_mbag",
+    initial=lambda lam: (1.0 / lam, jax.lax.rsqrt(lam)),  # H_0 = I / lam, R_0 = lam^{-1/2} I
+    update=sherman_morrison_update,
+    root=sqrt_root,
+    direction=root_direction)
+
+
+# ----------------------------------------------------------------------------- Algorithm 2
+
+
 def ema_update(S: Array, g: Array, ctx: StepContext) -> BlockUpdate:
   r"""``G_t = \alpha G_{t-1} + (1 - \alpha) g g^T`` (Algorithm 2; ``alpha`` = ``decay``).
 
@@ -147,26 +172,21 @@ def ema_update(S: Array, g: Array, ctx: StepContext) -> BlockUpdate:
   return BlockUpdate(a * S + (1.0 - a) * ctx.store.outer(g), ok)
 
 
-# ----------------------------------------------------------------------------- roots
-
-
-def sqrt_root(A: Array, ctx: StepContext) -> tuple[Array, linalg.RootInfo]:
-  """``H^{1/2}`` (Algorithm 1: the statistic is the inverse ``H = G^{-1}``)."""
-  return ctx.matrix_root(A, "sqrt")
-
-
 def inverse_sqrt_root(A: Array, ctx: StepContext) -> tuple[Array, linalg.RootInfo]:
   """``G^{-1/2}`` (Algorithm 2: the statistic is ``G`` itself)."""
   return ctx.matrix_root(A, "inv_sqrt")
 
 
-# ----------------------------------------------------------------------------- directions
+MBAG_EMA = Algorithm(
+    name="scale_by_mbag_ema",
+    initial=lambda lam: (lam, jax.lax.rsqrt(lam)),  # G_0 = lam I, R_0 = lam^{-1/2} I
+    update=ema_update,
+    root=inverse_sqrt_root,
+    direction=root_direction,
+    hyperparameters=("decay",))
 
 
-def root_direction(update: BlockUpdate, R: Array | None, g: Array) -> Array:
-  """``p = R g`` with the root in use."""
-  del update
-  return jnp.einsum("nij,nj->ni", R, g)
+# ----------------------------------------------------------------------------- MBAG-N
 
 
 def inverse_direction(update: BlockUpdate, R: Array | None, g: Array) -> Array:
@@ -176,22 +196,6 @@ def inverse_direction(update: BlockUpdate, R: Array | None, g: Array) -> Array:
   return (jnp.where(ok[:, None], update.preconditioned, 0.0)
           / jnp.where(ok, update.denominator, 1.0)[:, None])
 
-
-# ----------------------------------------------------------------------------- the variants
-
-MBAG = Algorithm(
-    name="scale_by_mbag",
-    initial=lambda lam: (1.0 / lam, jax.lax.rsqrt(lam)),  # H_0 = I / lam, R_0 = lam^{-1/2} I
-    update=sherman_morrison_update,
-    root=sqrt_root,
-    direction=root_direction)
-
-MBAG_EMA = Algorithm(
-    name="scale_by_mbag_ema",
-    initial=lambda lam: (lam, jax.lax.rsqrt(lam)),  # G_0 = lam I, R_0 = lam^{-1/2} I
-    update=ema_update,
-    root=inverse_sqrt_root,
-    direction=root_direction)
 
 MBAG_N = Algorithm(
     name="scale_by_mbag_n",

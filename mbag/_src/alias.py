@@ -25,7 +25,8 @@ _ALIAS_DOC = """
     learning_rate: eta, a float or an optax schedule.
     momentum: beta in [0, 1) (heavy-ball, applied after the preconditioner).
     weight_decay: decoupled weight decay ``w`` (AdamW's): ``-eta_t w theta`` is added to the
-      update, outside the momentum and the preconditioner. 0 (default) adds nothing.
+      update, outside the momentum and the preconditioner (``update`` then needs the params).
+      None (default) adds nothing.
     weight_decay_mask: which leaves decay (as ``optax.add_decayed_weights``' mask: a pytree of
       bools or a callable of the params); None: all.
     Every other argument is the preconditioner's (:func:`{pre}`), including the engineering
@@ -34,16 +35,12 @@ _ALIAS_DOC = """
 
 
 def _decoupled_weight_decay(weight_decay: Any, mask: Any) -> optax.GradientTransformation:
-  """``optax.add_decayed_weights`` that lets ``update`` be called without params when the decay
-  is zero (or traced under ``jax.jit``, where it cannot be checked: then nothing is added)."""
+  """``optax.add_decayed_weights`` whose update refuses to run without the parameters."""
   base = optax.add_decayed_weights(weight_decay, mask)
 
   def update_fn(updates, state, params=None):
     if params is None:
-      if isinstance(weight_decay, jax.core.Tracer) or float(weight_decay) == 0.0:
-        return updates, state
-      raise ValueError(f"weight_decay={float(weight_decay):g} needs the parameters: call "
-                       f"update(grads, state, params)")
+      raise ValueError("weight_decay needs the parameters: call update(grads, state, params)")
     return base.update(updates, state, params)
 
   return optax.GradientTransformation(base.init, update_fn)
@@ -52,14 +49,16 @@ def _decoupled_weight_decay(weight_decay: Any, mask: Any) -> optax.GradientTrans
 def _with_momentum(preconditioner, learning_rate, momentum, weight_decay,
                    weight_decay_mask) -> optax.GradientTransformation:
   options_lib.check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+  if callable(weight_decay):
+    raise ValueError("weight_decay must be a number >= 0 (a schedule is not supported)")
   options_lib.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   options_lib.check_learning_rate(learning_rate)
   # v_t = momentum * v_{t-1} + p_t; update = -lr_t * (v_t + wd * theta) (Algorithm 1, lines
-  # 11-12, and AdamW's decoupled decay). A Python 0 adds no transformation; a jax array (as
-  # optax.inject_hyperparams passes it, in init and in update alike) always does, so that the
-  # state's structure never depends on its value.
-  no_decay = isinstance(weight_decay, (int, float)) and weight_decay == 0
-  decay = [] if no_decay else [_decoupled_weight_decay(weight_decay, weight_decay_mask)]
+  # 11-12, and AdamW's decoupled decay). None (the default, also under optax.inject_hyperparams,
+  # which leaves None static) adds no transformation: the paper's chain, whose update may be
+  # called without params.
+  decay = ([] if weight_decay is None
+           else [_decoupled_weight_decay(weight_decay, weight_decay_mask)])
   return optax.chain(preconditioner, optax.trace(decay=momentum, nesterov=False), *decay,
                      optax.scale_by_learning_rate(learning_rate))
 
@@ -78,12 +77,18 @@ def _alias(preconditioner: Callable[..., optax.GradientTransformation]):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-      signature.bind(*args, **kwargs)  # a TypeError naming an unknown or missing argument
+      try:
+        signature.bind(*args, **kwargs)
+      except TypeError as e:  # an unknown or missing argument, named with the function
+        raise TypeError(f"mbag.{fn.__name__}(): {e}") from None
       return fn(*args, **kwargs)
 
     wrapper.__signature__ = signature
-    wrapper.__doc__ = (fn.__doc__ or "") + _ALIAS_DOC.format(
-        pre=f"mbag.{preconditioner.__name__}")
+    doc = fn.__doc__ or ""
+    args = _ALIAS_DOC.format(pre=f"mbag.{preconditioner.__name__}")
+    cut = min((doc.find(h) for h in ("\n  Example:", "\n  References:") if h in doc),
+              default=len(doc))
+    wrapper.__doc__ = doc[:cut] + "\n" + args.rstrip("\n") + "\n" + doc[cut:]
     return wrapper
 
   return decorate
@@ -91,7 +96,7 @@ def _alias(preconditioner: Callable[..., optax.GradientTransformation]):
 
 @_alias(transform.scale_by_mbag)
 def mbag(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
-         weight_decay: Any = 0.0, weight_decay_mask: Any = None,
+         weight_decay: Any = None, weight_decay_mask: Any = None,
          **preconditioner: Any) -> optax.GradientTransformation:
   r"""MBAG (Algorithm 1): mini-block full-matrix AdaGrad with heavy-ball momentum.
 
@@ -120,7 +125,7 @@ def mbag(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
 
 @_alias(transform.scale_by_mbag_ema)
 def mbag_ema(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
-             weight_decay: Any = 0.0, weight_decay_mask: Any = None,
+             weight_decay: Any = None, weight_decay_mask: Any = None,
              **preconditioner: Any) -> optax.GradientTransformation:
   r"""MBAG-EMA (Algorithm 2): ``v_t = beta v_{t-1} + G_t^{-1/2} g_t`` with an EMA statistic.
 
@@ -135,7 +140,7 @@ def mbag_ema(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
 
 @_alias(transform.scale_by_mbag_n)
 def mbag_n(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
-           weight_decay: Any = 0.0, weight_decay_mask: Any = None,
+           weight_decay: Any = None, weight_decay_mask: Any = None,
            **preconditioner: Any) -> optax.GradientTransformation:
   r"""MBAG-N: ``v_t = beta v_{t-1} + H_t g_t`` (preconditioning by ``G_t^{-1}``, no root).
 

@@ -31,6 +31,7 @@ from mbag._src.state import ScaleByMBAGState
 
 Array = jax.Array
 
+
 def _no_info() -> tuple[Array, Array, Array]:
   """``(residual, error, steps)`` of no root computed."""
   return jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)
@@ -54,24 +55,6 @@ def _initial_diagnostics() -> MBAGDiagnostics:
       root_residual=zero_f(), root_error=zero_f(), root_steps=zero_i(),
       min_denominator=jnp.ones([], jnp.float32), num_nonfinite_grads=zero_i(),
       num_root_fallbacks=zero_i(), num_skipped_blocks=zero_i())
-
-
-_ROOT_OPTIONS = ("root_method", "newton_schulz_tolerance", "newton_schulz_max_steps",
-                 "root_dtype", "root_chunk_size")
-
-
-def _check_no_root_options(name: str, options: options_lib.MBAGOptions) -> None:
-  """A variant without a root (MBAG-N) rejects root options set away from their defaults."""
-  default = options_lib.MBAGOptions()
-  changed = []
-  for key in _ROOT_OPTIONS:
-    value, default_value = getattr(options, key), getattr(default, key)
-    if isinstance(value, jax.core.Tracer) or value is default_value:
-      continue
-    if value is None or default_value is None or np.any(np.asarray(value) != default_value):
-      changed.append(key)
-  if changed:
-    raise ValueError(f"{name} computes no root: {', '.join(changed)} would have no effect")
 
 
 def _bucket_block_counts(layout: partition.Layout, tree: Any) -> list[tuple[int, ...]]:
@@ -128,7 +111,11 @@ def scale_by_block_preconditioner(
   store = options.block_storage()
   uses_root = algorithm.root is not None
   if not uses_root:
-    _check_no_root_options(algorithm.name, options)
+    options.check_unused_root_options(algorithm.name)
+  missing = sorted(set(algorithm.hyperparameters) - set(hyperparameters))
+  if missing:
+    raise ValueError(f"{algorithm.name} needs the hyperparameter(s) {missing}: pass "
+                     f"hyperparameters={{{', '.join(repr(m) + ': ...' for m in missing)}}}")
   shard_axes = sharding_lib.normalize(options.shard_blocks)
 
   def layout_of(tree):
@@ -226,14 +213,17 @@ def scale_by_block_preconditioner(
     diag = state.diagnostics
     stats, updates = [], []
     skipped, min_den = diag.num_skipped_blocks, jnp.full([], jnp.inf, jnp.float32)
-    for i, (S, g) in enumerate(zip(state.stats, grads)):
+    used = []  # the gradients the directions are formed from
+    for S, g in zip(state.stats, grads):
       update = algorithm.update(S, g, ctx)
       # A block whose statistic could not be updated contributes no direction either,
       # so that an overflowing gradient cannot reach the momentum.
-      grads[i] = jnp.where(update.ok[:, None], g, 0.0)
+      used.append(jnp.where(update.ok[:, None], g, 0.0))
       skipped = skipped + jnp.sum(~update.ok).astype(jnp.int32)
-      if update.denominator is not None:  # of the blocks updated (a skipped one may be NaN)
-        den = jnp.where(update.ok, update.denominator, jnp.inf)
+      if update.denominator is not None:
+        # A non-positive denominator (H no longer positive definite) stays visible; a NaN one
+        # (an overflowing block, skipped and counted) would hide every other block's.
+        den = jnp.where(jnp.isnan(update.denominator), jnp.inf, update.denominator)
         min_den = jnp.minimum(min_den, jnp.min(den, initial=jnp.inf).astype(jnp.float32))
       stats.append(update.statistic.astype(S.dtype))
       updates.append(update)
@@ -250,8 +240,8 @@ def scale_by_block_preconditioner(
           lambda s, r: (tuple(r), root_info, jnp.zeros([], jnp.int32)),
           tuple(stats), tuple(roots))
       fallbacks = fallbacks + n_fb
-    directions = [algorithm.direction(u, store.decode(R) if uses_root else None, g)
-                  for u, R, g in zip(updates, roots if uses_root else [None] * len(grads), grads)]
+    dense_roots = [store.decode(R) for R in roots] if uses_root else [None] * len(used)
+    directions = [algorithm.direction(u, R, g) for u, R, g in zip(updates, dense_roots, used)]
 
     min_den = jnp.where(jnp.isinf(min_den), 1.0, min_den)  # no Sherman-Morrison this step
     diagnostics = diag._replace(
@@ -260,7 +250,7 @@ def scale_by_block_preconditioner(
         num_nonfinite_grads=diag.num_nonfinite_grads + (~ctx.finite).astype(jnp.int32))
     new_state = state._replace(count=ctx.count, stats=tuple(stats), roots=tuple(roots),
                                diagnostics=diagnostics, root_due=root_due)
-    return directions, grads, new_state
+    return directions, used, new_state
 
   def update_fn(updates, state, params=None):
     del params
@@ -292,7 +282,10 @@ def scale_by_block_preconditioner(
     if graft is not None:
       if bs is not None:
         grads = [sharding_lib.unshard(g, b.shape[0], b, bs) for g, b in zip(grads, blocks)]
-      grafted = [graft_lib.graft_bucket(p, g, v, graft, count, finite, c) for p, g, v, c in zip(
+      # Adam's bias correction counts the steps whose gradient was finite (the others left
+      # the moments as they were).
+      t = count - new_state.diagnostics.num_nonfinite_grads
+      grafted = [graft_lib.graft_bucket(p, g, v, graft, t, finite, c) for p, g, v, c in zip(
           directions, grads, state.graft, _bucket_block_counts(layout, updates))]
       directions = [p for p, _ in grafted]
       new_state = new_state._replace(graft=tuple(v for _, v in grafted))

@@ -19,8 +19,13 @@ the structured preconditioner only turns the direction. This is how Distributed 
 transfers Adam's hyperparameters (Anil et al. 2020, "Scalable second order optimization";
 Shi et al. 2023, "A distributed data-parallel PyTorch implementation of the distributed Shampoo
 optimizer", Section 2.3). A zero direction stays zero (no division by zero), ``eps`` keeps ``d``
-finite for a zero gradient, and a step whose gradient was not finite leaves ``v`` unchanged.
-Cost: ``v`` is 4 bytes per parameter (float32; padded entries of a block included).
+finite for a zero gradient, and a step whose gradient was not finite leaves ``v`` unchanged (and
+is not counted by Adam's bias correction); a block MBAG skipped (its update overflowed) counts as
+a zero gradient. ``decay`` defaults to Adam's ``b2`` = 0.999 for "rmsprop" too (optax.rmsprop's
+is 0.9), and "adagrad" starts from ``v = 0`` (optax.adagrad from 0.1), so pass the values your
+diagonal optimizer used. Cost: ``v`` is one value of ``statistics_dtype`` per entry of a block
+(4 bytes per parameter in float32, padded entries included), kept like the gradient's blocks:
+replicated when the parameters are, also under ``shard_blocks``.
 """
 
 from __future__ import annotations
@@ -74,11 +79,9 @@ def resolve(graft: Any) -> Graft | None:
   return graft
 
 
-def segment_ids(block_counts: tuple[int, ...], total: int) -> np.ndarray:
-  """``[total]`` int32: for each block of a bucket, the index of its leaf (sorted); blocks past
-  the leaves' (padding for sharding) get ``len(block_counts)``."""
-  ids = np.repeat(np.arange(len(block_counts), dtype=np.int32), block_counts)
-  return np.concatenate([ids, np.full(total - len(ids), len(block_counts), np.int32)])
+def segment_ids(block_counts: tuple[int, ...]) -> np.ndarray:
+  """For each block of a bucket, the index of its leaf (sorted)."""
+  return np.repeat(np.arange(len(block_counts), dtype=np.int32), block_counts)
 
 
 def graft_bucket(p: Array, g: Array, v: Array, graft: Graft, count: Array, finite: Array,
@@ -90,7 +93,8 @@ def graft_bucket(p: Array, g: Array, v: Array, graft: Graft, count: Array, finit
     g: ``[n, b]`` the gradient blocks (zero where MBAG skipped a block or the step).
     v: ``[n, b]`` the second moments.
     graft: the resolved :class:`Graft`.
-    count: ``[]`` int32, t (1-based).
+    count: ``[]`` int32, t: the number of steps with a finite gradient so far, this one included
+      (Adam's bias correction).
     finite: ``[]`` bool, the step's gradient was finite.
     block_counts: per leaf of the bucket, its number of blocks (in order).
   """
@@ -107,9 +111,15 @@ def graft_bucket(p: Array, g: Array, v: Array, graft: Graft, count: Array, finit
       v_hat = v_new / (1.0 - jnp.asarray(graft.decay, v.dtype) ** t)
   d = g / (jnp.sqrt(v_hat) + jnp.asarray(graft.eps, v.dtype))
   d2, p2 = jnp.sum(d * d, axis=-1), jnp.sum(p * p, axis=-1)
+  if graft.granularity == "leaf" and len(block_counts) == 1:
+    # A bucket of one leaf (also every leaf whose blocks are sharded: those keep a bucket of
+    # their own): plain sums, which keep the blocks' sharding.
+    d2, p2 = jnp.sum(d2), jnp.sum(p2)
+    ratio = jnp.where(p2 > 0, jnp.sqrt(d2) * jax.lax.rsqrt(jnp.where(p2 > 0, p2, 1.0)), 0.0)
+    return p * ratio, v_new
   if graft.granularity == "leaf":
-    ids = segment_ids(block_counts, p.shape[0])
-    k = len(block_counts) + 1
+    ids = segment_ids(block_counts)
+    k = len(block_counts)
     d2 = jax.ops.segment_sum(d2, ids, k, indices_are_sorted=True)[ids]
     p2 = jax.ops.segment_sum(p2, ids, k, indices_are_sorted=True)[ids]
   ratio = jnp.where(p2 > 0, jnp.sqrt(d2) * jax.lax.rsqrt(jnp.where(p2 > 0, p2, 1.0)), 0.0)

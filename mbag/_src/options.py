@@ -90,8 +90,6 @@ ROOT_CHUNK_BYTES = {"cpu": 1 << 21}
 ROOT_CHUNK_BYTES_ACCELERATOR = 1 << 26
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class MBAGOptions:
   """How an MBAG preconditioner computes and keeps its state (not what it computes).
@@ -174,6 +172,20 @@ class MBAGOptions:
       return max(1, limit // (4 * b * b))
     return int(self.root_chunk_size)
 
+  def check_unused_root_options(self, name: str) -> None:
+    """For a variant without a root (MBAG-N): ValueError naming the root options set away from
+    their defaults (they would have no effect)."""
+    default = MBAGOptions()
+    changed = []
+    for key in ROOT_OPTIONS:
+      value, default_value = getattr(self, key), getattr(default, key)
+      if isinstance(value, jax.core.Tracer) or value is default_value:
+        continue
+      if value is None or default_value is None or np.any(np.asarray(value) != default_value):
+        changed.append(key)
+    if changed:
+      raise ValueError(f"{name} computes no root: {', '.join(changed)} would have no effect")
+
   def block_storage(self) -> storage_lib.BlockStorage:
     """The resolved storage: packed or dense, the statistics' and the root's dtypes."""
     dtype = storage_lib.float_dtype("statistics_dtype", self.statistics_dtype, jnp.float32)
@@ -181,6 +193,9 @@ class MBAGOptions:
                                     storage_lib.float_dtype("root_dtype", self.root_dtype, dtype))
 
 
+# The options that only a variant with a root uses.
+ROOT_OPTIONS = ("root_method", "newton_schulz_tolerance", "newton_schulz_max_steps", "root_dtype",
+                "root_chunk_size")
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(MBAGOptions))
 
 
@@ -200,6 +215,9 @@ def with_option_keywords(fn: Callable[..., Any]) -> Callable[..., Any]:
 
   @functools.wraps(fn)
   def wrapper(*args, **kwargs):
+    if "options" in kwargs:
+      raise TypeError(f"{fn.__name__}() takes the options as keywords (e.g. storage='symmetric'); "
+                      f"an MBAGOptions record goes to mbag.scale_by_block_preconditioner")
     options = MBAGOptions(**{k: kwargs.pop(k) for k in OPTION_NAMES if k in kwargs})
     return fn(*args, options=options, **kwargs)
 

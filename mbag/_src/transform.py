@@ -7,6 +7,8 @@ plain keywords of every constructor.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from typing import Any
 
@@ -19,6 +21,17 @@ from mbag._src import options as options_lib
 RootMethod = options_lib.RootMethod
 
 
+def _caller_stacklevel() -> int:
+  """The ``stacklevel`` of the first frame outside the mbag package (the user's call), however
+  many of mbag's wrappers lie between: a DeprecationWarning is shown where it is attributed to
+  the user's code (``__main__``), not to mbag's."""
+  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  frame, level = sys._getframe(1), 1  # pylint: disable=protected-access
+  while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+    frame, level = frame.f_back, level + 1
+  return level
+
+
 def dimension_numbers_or_grouping(dimension_numbers: Any, grouping: Any) -> Any:
   """``dimension_numbers``, or the deprecated ``grouping`` (its older name), with a warning."""
   if grouping is None:
@@ -27,7 +40,7 @@ def dimension_numbers_or_grouping(dimension_numbers: Any, grouping: Any) -> Any:
     raise ValueError("dimension_numbers and grouping are two names of the same argument; "
                      "give only dimension_numbers")
   warnings.warn("mbag: the `grouping=` argument is deprecated; use `dimension_numbers=` "
-                "(same values)", DeprecationWarning, stacklevel=4)
+                "(same values)", DeprecationWarning, stacklevel=_caller_stacklevel())
   return grouping
 
 
@@ -157,8 +170,9 @@ def scale_by_mbag_n(
   r"""MBAG-N preconditioner: ``g -> H_t g`` per mini-block, with H_t as in Algorithm 1.
 
   No square root: the gradient is preconditioned by ``G_t^{-1}`` at every step
-  (Section IV.B, "MBAG-N"). Arguments as in :func:`scale_by_mbag` (the root options are
-  accepted and unused).
+  (Section IV.B, "MBAG-N"). Arguments as in :func:`scale_by_mbag`; it computes no root, so
+  the root options (``root_method``, the Newton-Schulz settings, ``root_dtype``,
+  ``root_chunk_size``) set away from their defaults are refused with a ValueError.
   """
   return engine.scale_by_block_preconditioner(
       algorithms.MBAG_N, block_size=block_size,

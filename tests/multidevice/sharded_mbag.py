@@ -54,6 +54,9 @@ def main():
   # Packed symmetric blocks ([n, b(b+1)/2]) follow the parameters' sharding the same way.
   out["symmetric"] = run(mbag.mbag(0.1, block_size=8, root_interval=3, storage="symmetric"),
                          host, grads_seq)
+  # Grafting per leaf on leaves sharded along their blocks (each in a bucket of its own).
+  out["graft"] = run(mbag.mbag(0.1, block_size=8, root_interval=3, graft="adam"), host,
+                     grads_seq)
   print(json.dumps(out))
 
 
