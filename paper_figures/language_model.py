@@ -1,7 +1,8 @@
 """The character language model (task ``char_lm``): evaluation loss curves and a final table.
 
 Per data set and preset, one figure: the evaluation loss in nats per token against steps (left)
-and against wall-clock time (right), the mean over seeds per optimizer with the spread shaded;
+and against time (right: time in training steps when every run logs it, else wall-clock), the
+mean over seeds per optimizer with the spread shaded;
 and one table: the final evaluation loss (nats per token) and bits per character, mean and
 sample standard deviation over seeds. On ``<name>-val`` runs the evaluation set is the
 validation split and everything is labelled "validation"; otherwise "test". The numbers are the
@@ -66,21 +67,23 @@ def table_markdown(runs: Sequence[runs_lib.Run], caption: str) -> str:
 
 
 def plot_loss(runs: Sequence[runs_lib.Run], title: str):
-  """Evaluation loss against steps (left) and wall-clock time (right).
+  """Evaluation loss against steps (left) and time (right: :func:`plots.time_axis`).
 
   Returns:
     (figure, missing): ``missing`` names optimizers whose runs never logged an evaluation.
   """
   by_optimizer = plots.group_by_optimizer(runs)
-  divisor, unit = plots.time_unit(plots.max_wall_time(runs))
+  time_axis = plots.time_axis(runs)
   fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.4), layout="constrained", squeeze=False)
   label = f"{split_name(runs[0].dataset)} loss (nats/token)"
   absent = []
-  for col, (x_axis, x_label, scale) in enumerate(
-      (("x", "iteration", 1.0), ("wall", plots.wall_time_label(runs, unit), divisor))):
+  for col, (x_axis, scale) in enumerate((("x", 1.0), (time_axis.attr, time_axis.divisor))):
     ax = axes[0, col]
     absent = plots.draw_metric(ax, by_optimizer, series.step_curve, LOSS, x_axis, scale)
-    ax.set_xlabel(x_label)
+    if col == 0:
+      ax.set_xlabel("iteration")
+    else:
+      plots.apply_time_axis(ax, time_axis)
     ax.set_ylabel(label)
   fig.suptitle(title)
   plots.figure_legend(fig, axes)

@@ -324,7 +324,8 @@ def test_cli_writes_every_product_and_reports_missing_and_bad(tree, tmp_path, ca
   # what was made, then what was not and why: nothing that reads as a failure
   assert f"made in {out}:\n  Table I: table1.md, table1.tex" in captured.out
   assert ("not made, for want of their inputs:\n  Ablation: no ablation_summary.json (python -m "
-          "experiments.ablation)\n  MBAG numerical health: 4 MBAG run(s), none logged"
+          "experiments.ablation)\n  Study: no study_summary.json (python -m experiments.ablation)\n"
+          "  MBAG numerical health: 4 MBAG run(s), none logged"
           ) in captured.out and "not produced" not in captured.out
   for stem in ("figure2_cifar10_test", "figure3_test", "theory_bound"):
     assert_png_and_pdf(out, stem)
