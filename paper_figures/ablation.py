@@ -4,7 +4,11 @@ One panel per benchmark: each entry of the study (the baselines, their reference
 variants, MBAG and every variant of one of its choices) as its mean over the final seeds
 with +-1 sample standard deviation, on the test set, at the learning rate its tuning chose
 on the validation split; Adam's mean is a dashed line. Entries whose final runs all
-diverged are listed as such. ``ablation.md`` has the same numbers with the rates and seeds.
+diverged are listed as such. ``ablation.md`` has the same numbers with the rates and seeds,
+and per benchmark the paired comparison of each entry with its reference (a variant with its
+base optimizer, a base optimizer with Adam): the mean difference over the seeds both finished
+(seed i against seed i: same initialisation and data order), its 95 % t-interval and "better" /
+"worse" only where the interval excludes zero, "tie" otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pathlib
 from typing import Any, Sequence
 
 from matplotlib import pyplot as plt
+from scipy import stats as scipy_stats
 
 from paper_figures import report
 from paper_figures import runs as runs_lib
@@ -83,6 +88,57 @@ def _fmt(stats: dict[str, Any], scale: float) -> str:
   return text + (f" ± {std * scale:.2g}" if std is not None and math.isfinite(std) else "")
 
 
+def reference_of(entry: str) -> str:
+  """What an entry is compared with: its base optimizer for a variant, Adam for a base."""
+  return entry.split("/")[0] if "/" in entry else "adam"
+
+
+def paired_interval(values: Sequence[float | None], reference: Sequence[float | None],
+                    higher_is_better: bool, confidence: float = 0.95) -> dict[str, Any] | None:
+  """Mean of ``entry - reference`` per seed (oriented: > 0 is better), its t-interval and verdict,
+  over the seeds where both are finite; None with fewer than 2 such seeds."""
+  sign = 1.0 if higher_is_better else -1.0
+  diffs = [sign * (a - b) for a, b in zip(values, reference)
+           if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
+  n = len(diffs)
+  if n < 2:
+    return None
+  mean = sum(diffs) / n
+  sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+  half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+  low, high = mean - half, mean + half
+  verdict = "better" if low > 0 else "worse" if high < 0 else "tie"
+  return {"n": n, "mean": mean, "low": low, "high": high, "verdict": verdict}
+
+
+def paired_markdown(part: dict[str, Any], metric: str) -> list[str]:
+  """The paired comparisons of one benchmark on ``metric`` (see the module docstring)."""
+  final = part.get("final", {})
+  hib = bool(part.get("higher_is_better", metric.endswith("accuracy")))
+  lines = [f"Paired by seed, {METRIC_LABELS.get(metric, metric)}: entry - reference, oriented "
+           f"so that > 0 means the entry is better, 95 % t-interval over n seeds.", "",
+           "| entry | reference | n | difference [95 % interval] | verdict |",
+           "|---|---|---|---|---|"]
+  count = 0
+  for entry, _, stats, _ in _rows(part, metric):
+    ref = reference_of(entry)
+    if entry == ref or ref not in final:
+      continue
+    ref_stats = final[ref].get(metric, {})
+    values = stats.get("values", [])
+    scale = _scale(metric, [v for v in values + ref_stats.get("values", []) if v is not None])
+    result = paired_interval(values, ref_stats.get("values", []), hib)
+    if result is None:
+      lines.append(f"| {entry} | {ref} | < 2 | (too few finite seeds) | |")
+      continue
+    count += 1
+    lines.append(f"| {entry} | {ref} | {result['n']} | {result['mean'] * scale:+.3g} "
+                 f"[{result['low'] * scale:+.3g}, {result['high'] * scale:+.3g}] | "
+                 f"{result['verdict']} |")
+  lines += ["", f"{count} comparisons on this benchmark, none corrected for multiplicity.", ""]
+  return lines
+
+
 def table_markdown(summary: dict[str, Any]) -> str:
   commands = [c["command"] for c in summary.get("commands", [])] or [summary.get("command", "?")]
   lines = [f"Command{'s' if len(commands) > 1 else ''}: " + "; ".join(f"`{c}`" for c in commands)
@@ -101,6 +157,7 @@ def table_markdown(summary: dict[str, Any]) -> str:
         cells.append(_fmt(stats, _scale(metric, means)))
       lines.append(f"| {entry} | {group} | {lr:g} | {row.get('seeds')} | " + " | ".join(cells) + " |")
     lines.append("")
+    lines += paired_markdown(part, metrics[0])
   return "\n".join(lines)
 
 

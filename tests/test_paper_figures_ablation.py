@@ -146,3 +146,26 @@ def test_no_study_summary_is_reported_missing(tmp_path):
                      "--only", "study"])
   assert status == 1
   assert "no study_summary.json" in (tmp_path / "o" / "figures.md").read_text()
+
+
+def test_paired_comparisons_are_by_seed_with_t_intervals():
+  from paper_figures import ablation
+  # accuracy 1, 2, 0 points better per seed: mean 1, sd 1, t(0.975, 2) = 4.303 -> +-2.484
+  got = ablation.paired_interval([0.93, 0.95, 0.90], [0.92, 0.93, 0.90], higher_is_better=True)
+  assert got["n"] == 3 and got["verdict"] == "tie"
+  assert got["mean"] == pytest.approx(0.01) and got["low"] == pytest.approx(0.01 - 0.02484, abs=1e-5)
+  # unpaired, the same numbers would be compared as two samples; paired, a constant 0.1 lower
+  # loss is "better" however large the spread between seeds
+  got = ablation.paired_interval([0.4, 0.9, 0.2], [0.5, 1.0, 0.3], higher_is_better=False)
+  assert got["verdict"] == "better" and got["low"] == pytest.approx(0.1)
+  # a seed that diverged on either side is left out; fewer than two seeds: no interval
+  assert ablation.paired_interval([0.5, None, 0.4], [0.6, 0.6, None], False) is None
+  part = {"higher_is_better": True, "final": {
+      "adam": {"group": "baseline", "test_accuracy": _stats([0.92, 0.93, 0.90])},
+      "mbag": {"group": "baseline", "test_accuracy": _stats([0.93, 0.95, 0.90])},
+      "mbag/momentum=0.0": {"group": "momentum", "test_accuracy": _stats([0.80, 0.82, 0.79])}}}
+  lines = ablation.paired_markdown(part, "test_accuracy")
+  assert "| mbag | adam | 3 | +1 [-1.48, +3.48] | tie |" in lines
+  # -13, -13, -11 points: mean -12.33, sd 1.155 -> +-2.87
+  assert "| mbag/momentum=0.0 | mbag | 3 | -12.3 [-15.2, -9.46] | worse |" in lines
+  assert "2 comparisons on this benchmark, none corrected for multiplicity." in lines
