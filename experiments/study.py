@@ -157,6 +157,7 @@ def variants(config) -> list[Entry]:
   # Grafting onto Adam's step sizes (mbag/_src/graft.py): run at Adam's (AdamW's) tuned rate
   # as a transfer entry, mbag/graft=adam@adam.
   add("graft", "mbag", graft="adam")
+  add("graft", "mbag", graft="adam_block")  # one norm per mini-block instead of per leaf
   adamw = config.optimizer_config.get("adamw")
   if adamw is not None and adamw.get("weight_decay"):
     # "From AdamW to MBAG" (docs/optimizer.md): grafted MBAG with AdamW's decoupled weight decay,

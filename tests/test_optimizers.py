@@ -158,6 +158,29 @@ def test_adamw_matrices_mask_decays_stacked_layers_like_unstacked_ones():
     optimizers.build_optimizer(cfg, None, 0.1)
 
 
+def test_a_config_names_the_graft_and_its_granularity():
+  params = {"w": jnp.ones((8, 4)), "b": jnp.zeros(4)}
+  grads = {"w": jnp.arange(32.0).reshape(8, 4) / 7 - 2, "b": jnp.array([1.0, -2.0, 3.0, 0.5])}
+
+  def first_update(tx):
+    return tx.update(grads, tx.init(params), params)[0]
+
+  got = {}
+  for graft in ("adam", "adam_block"):
+    cfg = config("mbag")
+    cfg.optimizer_config.mbag = ml_collections.ConfigDict(dict(graft=graft, block_size=2))
+    got[graft] = first_update(optimizers.make_transformation("mbag", cfg, 0.01))
+  for graft, want in (("adam", "adam"), ("adam_block", mbag.Graft("adam", granularity="block"))):
+    ref = first_update(mbag.mbag(0.01, graft=want, block_size=2))
+    for a, b in zip(jax.tree.leaves(got[graft]), jax.tree.leaves(ref)):
+      np.testing.assert_array_equal(a, b)
+  assert not np.allclose(got["adam"]["w"], got["adam_block"]["w"])  # per block is not per leaf
+  cfg = config("mbag")
+  cfg.optimizer_config.mbag = ml_collections.ConfigDict(dict(graft="sgd"))
+  with pytest.raises(ValueError, match=r"graft='sgd' is not a known graft"):
+    optimizers.build_optimizer(cfg, None, 0.1)
+
+
 def test_declared_dimension_numbers_reach_the_mbag_family_unless_the_config_groups():
   params = {"stack": {"kernel": jnp.zeros((2, 8, 4)), "bias": jnp.zeros((2, 4))}}
   dims = mbag.BlockDimensionNumbers(batch_axis=0)

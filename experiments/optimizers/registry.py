@@ -95,8 +95,15 @@ WEIGHT_DECAY_MASKS: dict[str, Callable[[Any], Any] | None] = {
     "matrices": _matrices,
     "all": None,
 }
+# Named grafts of the MBAG family (``optimizer_config.mbag.graft = "adam_block"``): the methods
+# by their own names (one norm per leaf) and "<method>_block" (one norm per mini-block).
+GRAFTS: dict[str, Any] = {
+    **{m: m for m in ("adam", "rmsprop", "adagrad")},
+    **{f"{m}_block": mbag.Graft(m, granularity="block") for m in ("adam", "rmsprop", "adagrad")},
+}
 # Hyperparameters a config may give by name: hyperparameter -> {name: value}.
 NAMED_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "graft": GRAFTS,
     "grouping": GROUPINGS,
     "mask": WEIGHT_DECAY_MASKS,  # optax.adamw's
     "weight_decay_mask": WEIGHT_DECAY_MASKS,  # the MBAG family's
