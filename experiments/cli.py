@@ -198,6 +198,27 @@ def _flag_error_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _unknown_field_line(error: BaseException, flag_values: flags.FlagValues,
+                        argv: Sequence[str]) -> str | None:
+  """``--config.<field>: no such field ...`` when ``error`` is ml_collections' AttributeError /
+  KeyError for an override of a field the config does not have; None otherwise."""
+  if not isinstance(error, (AttributeError, KeyError)):
+    return None
+  while error.args and isinstance(error.args[0], (AttributeError, KeyError)):
+    error = error.args[0]  # a nested field: AttributeError(KeyError(...))
+  message = str(error.args[0]) if error.args else ""
+  first, _, rest = message.strip().partition("\n")
+  name = first.strip().strip("\"'")
+  hint = " ".join(rest.split())  # ml_collections: 'Did you mean "block_size" instead of ...?'
+  given = [a[2:].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+  field = next((g for g in given if name in g.split(".")[1:]), None)
+  if field is None:
+    return None
+  parts = field.split(".")[1:]
+  parent = ".".join(["config", *parts[:parts.index(name)]])
+  return f"--{field}: {parent} has no field {name!r}" + (f" ({hint})" if hint else "")
+
+
 def _parse(flag_values: flags.FlagValues, argv: Sequence[str]) -> list[str] | int:
   """The remaining arguments after parsing ``argv``, or exit status 2 after a one-line error
   (under the error's full text when ``argv`` has ``--verbose``)."""
@@ -209,7 +230,8 @@ def _parse(flag_values: flags.FlagValues, argv: Sequence[str]) -> list[str] | in
     # the config file's own code raises (it runs when parsed).
     if any(_VERBOSE.fullmatch(arg) for arg in argv[1:]):
       traceback.print_exception(e, file=sys.stderr)
-    print(f"error: {_flag_error_line(e)}", file=sys.stderr)
+    line = _unknown_field_line(e, flag_values, argv) or _flag_error_line(e)
+    print(f"error: {line}", file=sys.stderr)
     return 2
 
 

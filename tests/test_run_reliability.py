@@ -427,7 +427,14 @@ def _cli(args, capsys, main=cifar_main.main):
 
 
 def test_config_and_flag_errors_exit_2_in_one_line(tmp_path, capsys):
-  assert _cli([DIGITS, "--config.no_such_field=1", f"--workdir={tmp_path}"], capsys)[0] == 2
+  status, err = _cli([DIGITS, "--config.no_such_field=1", f"--workdir={tmp_path}"], capsys)
+  assert status == 2 and err == ("error: --config.no_such_field: config has no field "
+                                 "'no_such_field'\n"), err
+  status, err = _cli([DIGITS, "--config.optimizer_config.mbag.blocksize=8",
+                      f"--workdir={tmp_path}"], capsys)
+  assert status == 2 and err == (
+      "error: --config.optimizer_config.mbag.blocksize: config.optimizer_config.mbag has no field "
+      "'blocksize' (Did you mean \"block_size\" instead of \"blocksize\"?)\n"), err
   status, err = _cli([f"--config={tmp_path / 'missing.py'}", f"--workdir={tmp_path}"], capsys)
   assert status == 2 and "missing.py" in err
   status, err = _cli([DIGITS, "--config.optimizer=sgd", f"--workdir={tmp_path / 'a'}"], capsys)
