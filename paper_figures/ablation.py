@@ -23,6 +23,7 @@ from scipy import stats as scipy_stats
 from paper_figures import report
 from paper_figures import runs as runs_lib
 from paper_figures import style
+from paper_figures import summaries
 
 # The metric drawn per benchmark: the first of its reported metrics.
 METRIC_LABELS = {"test_accuracy": "test accuracy (%)", "test_loss": "test loss",
@@ -163,27 +164,10 @@ def table_markdown(summary: dict[str, Any]) -> str:
 
 def build_ablation(root: pathlib.Path, out_dir: pathlib.Path) -> list[report.Product]:
   """``ablation[_<n>].png/.pdf`` and ``ablation[_<n>].md`` per summary found under ``root``."""
-  paths = runs_lib.find_ablation_summaries(root)
-  if not paths:
-    return [report.Product(title="Ablation", missing=[
-        f"no {runs_lib.ABLATION_SUMMARY_FILE} (python -m experiments.ablation)"])]
-  products = []
-  for i, path in enumerate(paths):
-    product = report.Product(title=f"Ablation ({path})")
-    try:
-      summary = runs_lib.read_json_file(path)
-    except runs_lib.MalformedInputError as e:
-      product.missing.append(str(e))
-      products.append(product)
-      continue
-    stem = "ablation" if len(paths) == 1 else f"ablation_{i}"
-    title = f"What matters in MBAG: test metrics, mean ± std over seeds ({summary.get('hardware', '?')})"
-    with style.context():
-      product.files = style.save(plot_ablation(summary, title), out_dir, stem)
-    table = out_dir / f"{stem}.md"
-    table.write_text(table_markdown(summary), encoding="utf-8")
-    product.files.append(table)
-    product.used = [f"{path}: " + ", ".join(
-        f"{b} ({len(p.get('final', {}))} entries)" for b, p in summary.get("benchmarks", {}).items())]
-    products.append(product)
-  return products
+  return summaries.build_per_summary(
+      runs_lib.find_ablation_summaries(root), out_dir, title="Ablation", stem="ablation",
+      missing=f"no {runs_lib.ABLATION_SUMMARY_FILE} (python -m experiments.ablation)",
+      plot=lambda summary: plot_ablation(summary, (
+          "What matters in MBAG: test metrics, mean ± std over seeds "
+          f"({summary.get('hardware', '?')})")),
+      table=table_markdown, count=lambda part: f"{len(part.get('final', {}))} entries")

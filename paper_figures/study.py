@@ -23,6 +23,7 @@ from matplotlib import ticker
 from paper_figures import report
 from paper_figures import runs as runs_lib
 from paper_figures import style
+from paper_figures import summaries
 
 CURRENCIES = ("steps", "time")
 CURRENCY_TITLES = {"steps": "equal steps", "time": "time to target loss"}
@@ -194,29 +195,10 @@ def table_markdown(summary: dict[str, Any]) -> str:
 
 def build_study(root: pathlib.Path, out_dir: pathlib.Path) -> list[report.Product]:
   """``study[_<n>].png/.pdf`` and ``study[_<n>].md`` per ``study_summary.json`` under ``root``."""
-  paths = runs_lib.find_study_summaries(root)
-  if not paths:
-    return [report.Product(title="Study", missing=[
-        f"no {runs_lib.STUDY_SUMMARY_FILE} (python -m experiments.ablation)"])]
-  products = []
-  for i, path in enumerate(paths):
-    product = report.Product(title=f"Study ({path})")
-    try:
-      summary = runs_lib.read_json_file(path)
-    except runs_lib.MalformedInputError as e:
-      product.missing.append(str(e))
-      products.append(product)
-      continue
-    stem = "study" if len(paths) == 1 else f"study_{i}"
-    title = ("Paired differences against the reference, 95 % t-intervals "
-             f"({summary.get('hardware', '?')})")
-    with style.context():
-      product.files = style.save(plot_study(summary, title), out_dir, stem)
-    table = out_dir / f"{stem}.md"
-    table.write_text(table_markdown(summary), encoding="utf-8")
-    product.files.append(table)
-    product.used = [f"{path}: " + ", ".join(
-        f"{b} ({len(p.get('comparisons', []))} comparisons)"
-        for b, p in summary.get("benchmarks", {}).items())]
-    products.append(product)
-  return products
+  return summaries.build_per_summary(
+      runs_lib.find_study_summaries(root), out_dir, title="Study", stem="study",
+      missing=f"no {runs_lib.STUDY_SUMMARY_FILE} (python -m experiments.ablation)",
+      plot=lambda summary: plot_study(summary, (
+          "Paired differences against the reference, 95 % t-intervals "
+          f"({summary.get('hardware', '?')})")),
+      table=table_markdown, count=lambda part: f"{len(part.get('comparisons', []))} comparisons")

@@ -90,13 +90,7 @@ def _read_tarball(path: str, tarball_md5: str, batch_md5: Mapping[str, str]) -> 
   with tarfile.open(path, "r:gz") as tar:
     for name in (*TRAIN_BATCHES, TEST_BATCH):
       member = f"{FOLDER}/{name}"
-      try:
-        handle = tar.extractfile(member)
-      except KeyError:
-        handle = None
-      if handle is None:
-        raise ValueError(f"{path}: the archive has no file {member}")
-      blobs[name] = handle.read()
+      blobs[name] = common.read_member(tar, path, member)
       common.check_md5(common.md5_bytes(blobs[name]), batch_md5[name], f"{path}:{member}")
   return blobs
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import hashlib
 import os
+import tarfile
 import tempfile
 from typing import NamedTuple
 import urllib.request
@@ -247,3 +248,18 @@ def find_or_download(what: str, wanted: str, dirs: Sequence[SearchDir], names: S
   except Exception as e:  # pylint: disable=broad-except  (any failure: say so, never fall back)
     raise DatasetNotFoundError(not_found_message(
         what, wanted, dirs, names, f"{url} -> {target}: {type(e).__name__}: {e}")) from e
+
+
+def read_member(tar: tarfile.TarFile, path: str, member: str) -> bytes:
+  """The bytes of ``member`` of the open archive ``tar`` (read from ``path``).
+
+  Raises:
+    ValueError: naming ``path`` and ``member``, when the archive has no such file.
+  """
+  try:
+    handle = tar.extractfile(member)
+  except KeyError:
+    handle = None
+  if handle is None:
+    raise ValueError(f"{path}: the archive has no file {member}")
+  return handle.read()

@@ -142,14 +142,9 @@ def read_text(path: str, plays: Sequence[str] = PLAYS) -> str:
   with tarfile.open(path, "r:gz") as tar:
     for play in plays:
       member = MEMBER.format(play=play)
+      data = common.read_member(tar, path, member)
       try:
-        handle = tar.extractfile(member)
-      except KeyError:
-        handle = None
-      if handle is None:
-        raise ValueError(f"{path}: the archive has no file {member}")
-      try:
-        parts.append(handle.read().decode("utf-8").strip("\n"))
+        parts.append(data.decode("utf-8").strip("\n"))
       except UnicodeDecodeError as e:
         raise ValueError(f"{path}:{member}: not UTF-8 text ({e})") from None
   return SEPARATOR.join(parts)
