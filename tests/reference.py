@@ -31,7 +31,8 @@ def run_mbag(grads, groups, *, lam, momentum, lr, root_interval, algorithm="inve
   groups: list of index arrays partitioning the parameter vector.
   graft: None, "adam", "rmsprop" or "adagrad": the direction p is rescaled, on each index array
     of ``graft_units`` (leaves or blocks), to the norm of d = g / (sqrt(v_hat) + eps) with
-    v = decay v + (1 - decay) g^2 (v_hat = v / (1 - decay^t) for adam) or v = v + g^2 (adagrad).
+    v = decay v + (1 - decay) g^2 (v_hat = v / (1 - decay^t) for adam) or v = v + g^2 (adagrad);
+    then the momentum is Adam's first moment (an average of p, debiased), not the heavy ball.
   weight_decay: decoupled, -lr * weight_decay * params added to each update (params fixed).
   """
   stats, roots = [], []
@@ -70,7 +71,11 @@ def run_mbag(grads, groups, *, lam, momentum, lr, root_interval, algorithm="inve
       for idx in graft_units:
         norm_p = np.linalg.norm(p[idx])
         p[idx] = p[idx] * np.linalg.norm(d[idx]) / norm_p if norm_p > 0 else 0.0
-    v = momentum * v + p
+    if graft is None:
+      v = momentum * v + p  # heavy ball (the paper)
+    else:  # grafted: Adam's first moment, m_t = b m_{t-1} + (1 - b) p, debiased by 1 - b^t
+      m = (momentum * (v * (1 - momentum ** (t - 1))) + (1 - momentum) * p)
+      v = m / (1 - momentum ** t) if momentum > 0 else m
     decay_term = 0.0 if params is None else weight_decay * np.asarray(params, np.float64)
     updates.append(-lr * (v + decay_term))
   return updates

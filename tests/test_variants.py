@@ -83,6 +83,24 @@ def test_graft_step_is_adams_at_the_first_step_whatever_lambda():
     np.testing.assert_allclose(float(jnp.linalg.norm(u["w"])), 0.1 * 2.0, rtol=1e-5)
 
 
+def test_grafted_steps_stay_as_long_as_adams_under_momentum():
+  """A constant gradient: Adam moves each coordinate by lr at every step, and so does grafted
+  MBAG with momentum 0.9 (its momentum is Adam's average; the paper's heavy ball would reach
+  (1 - 0.9^t) / (1 - 0.9) = 9.6x that by step 30)."""
+  g = {"w": jnp.array([3.0, -1e-3, 0.5, 2.0, 1.0, -4.0])}
+  for factory in (mbag.mbag, mbag.mbag_ema, mbag.mbag_n):
+    tx = factory(0.1, block_size=3, momentum=0.9, graft="adam")
+    state = tx.init(g)
+    for _ in range(30):
+      u, state = tx.update(g, state, g)
+    np.testing.assert_allclose(float(jnp.linalg.norm(u["w"])), 0.1 * np.sqrt(6), rtol=1e-4)
+  adam = optax.adam(0.1, b1=0.9)
+  state = adam.init(g)
+  for _ in range(30):
+    u, state = adam.update(g, state, g)
+  np.testing.assert_allclose(float(jnp.linalg.norm(u["w"])), 0.1 * np.sqrt(6), rtol=1e-4)
+
+
 def test_graft_zero_gradient_and_bad_gradients_keep_state_finite():
   tx = mbag.mbag(0.1, block_size=2, graft="adam")
   params = {"w": jnp.zeros(4), "z": jnp.zeros(3)}

@@ -1,10 +1,12 @@
-r"""MBAG optimizers: preconditioner + heavy-ball momentum (+ decoupled weight decay) + learning rate.
+r"""MBAG optimizers: preconditioner + momentum (+ decoupled weight decay) + learning rate.
 
 .. math::
   v_t = \beta v_{t-1} + p_t,\qquad \theta_t = \theta_{t-1} - \eta_t (v_t + w \theta_{t-1}),
 
 with ``p_t`` the preconditioned gradient of :func:`mbag.scale_by_mbag` (and its siblings) and
-``w`` the decoupled weight decay (0 by default: the paper's Algorithm 1, lines 11-12).
+``w`` the decoupled weight decay (0 by default: the paper's Algorithm 1, lines 11-12). With
+``graft`` set, ``v_t`` is Adam's first moment instead, ``(beta m_{t-1} + (1 - beta) p_t) /
+(1 - beta^t)``: grafting gives the step the diagonal method's length, and so does an average.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from mbag._src import transform
 _ALIAS_DOC = """
   Args:
     learning_rate: eta, a float or an optax schedule.
-    momentum: beta in [0, 1) (heavy-ball, applied after the preconditioner).
+    momentum: beta in [0, 1), applied after the preconditioner: heavy ball (``v_t = beta
+      v_(t-1) + p_t``, the paper's); with ``graft`` set, Adam's first moment (``m_t = beta
+      m_(t-1) + (1 - beta) p_t``, debiased by ``1 - beta^t``), so that the step is as long as the
+      grafted method's and its learning rate carries over.
     weight_decay: decoupled weight decay ``w`` (AdamW's): ``-eta_t w theta`` is added to the
       update, outside the momentum and the preconditioner (``update`` then needs the params).
       None (default) adds nothing.
@@ -46,8 +51,12 @@ def _decoupled_weight_decay(weight_decay: Any, mask: Any) -> optax.GradientTrans
   return optax.GradientTransformation(base.init, update_fn)
 
 
+def _grafted(preconditioner: dict[str, Any]) -> bool:
+  return preconditioner.get("graft") is not None
+
+
 def _with_momentum(preconditioner, learning_rate, momentum, weight_decay,
-                   weight_decay_mask) -> optax.GradientTransformation:
+                   weight_decay_mask, grafted=False) -> optax.GradientTransformation:
   options_lib.check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
   if callable(weight_decay):
     raise ValueError("weight_decay must be a number >= 0 (a schedule is not supported)")
@@ -59,8 +68,12 @@ def _with_momentum(preconditioner, learning_rate, momentum, weight_decay,
   # called without params.
   decay = ([] if weight_decay is None
            else [_decoupled_weight_decay(weight_decay, weight_decay_mask)])
-  return optax.chain(preconditioner, optax.trace(decay=momentum, nesterov=False), *decay,
-                     optax.scale_by_learning_rate(learning_rate))
+  # Grafted, the momentum is Adam's first moment (an average of the grafted directions,
+  # debiased), so that a step is as long as the grafted method's; the paper's heavy ball sums
+  # them, 1 / (1 - momentum) = 10x longer at 0.9, and Adam's learning rate would not transfer.
+  average = optax.ema(decay=momentum, debias=True)
+  accumulate = average if grafted else optax.trace(decay=momentum, nesterov=False)
+  return optax.chain(preconditioner, accumulate, *decay, optax.scale_by_learning_rate(learning_rate))
 
 
 def _alias(preconditioner: Callable[..., optax.GradientTransformation]):
@@ -120,7 +133,7 @@ def mbag(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
     Lee, "MBAG: A Scalable Mini-Block Adaptive Gradient Method for Deep Neural Networks".
   """
   return _with_momentum(transform.scale_by_mbag(**preconditioner), learning_rate, momentum,
-                        weight_decay, weight_decay_mask)
+                        weight_decay, weight_decay_mask, _grafted(preconditioner))
 
 
 @_alias(transform.scale_by_mbag_ema)
@@ -135,7 +148,7 @@ def mbag_ema(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
     Lee, "MBAG", Algorithm 2.
   """
   return _with_momentum(transform.scale_by_mbag_ema(**preconditioner), learning_rate, momentum,
-                        weight_decay, weight_decay_mask)
+                        weight_decay, weight_decay_mask, _grafted(preconditioner))
 
 
 @_alias(transform.scale_by_mbag_n)
@@ -148,4 +161,4 @@ def mbag_n(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
     Lee, "MBAG", Sections IV.B and VI.
   """
   return _with_momentum(transform.scale_by_mbag_n(**preconditioner), learning_rate, momentum,
-                        weight_decay, weight_decay_mask)
+                        weight_decay, weight_decay_mask, _grafted(preconditioner))
