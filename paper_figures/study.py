@@ -60,15 +60,31 @@ def _point(c: dict[str, Any], currency: str, scale: float):
 
 def _verdict_text(c: dict[str, Any]) -> str:
   if c.get("verdict") is None:
-    return f"n={c.get('n', 0)}: no interval"
+    reached = (f"; reached the target: entry {c['entry_reached']}/{c.get('seeds', '?')}, "
+               f"reference {c.get('reference_reached', '?')}/{c.get('seeds', '?')}"
+               if "entry_reached" in c else "")
+    return f"n={c.get('n', 0)}: no interval{reached}"
   return f"{c['verdict']} (Holm: {c.get('adjusted_verdict') or '-'}), n={c['n']}"
+
+
+# Long override names shortened on the figure's axis (the table keeps the entries' full names).
+_SHORT = (("weight_decay_mask=", "mask="), ("weight_decay=", "wd="), ("keep_on_adamw=", "AdamW on "),
+          ("root_warmup_steps=", "root warm-up "))
+
+
+def entry_label(entry: str) -> str:
+  """An entry as a tick label: shortened names, one override per line."""
+  for long, short in _SHORT:
+    entry = entry.replace(long, short)
+  return entry.replace("+", "\n+ ")
 
 
 def plot_study(summary: dict[str, Any], title: str):
   benchmarks = summary.get("benchmarks", {})
-  rows = max([len(_comparisons(p, "steps")) for p in benchmarks.values()] + [1])
+  lines = max([sum(entry_label(c["entry"]).count("\n") + 1 for c in _comparisons(p, "steps"))
+               for p in benchmarks.values()] + [1])
   fig, axes = plt.subplots(len(benchmarks), 2, squeeze=False, layout="constrained",
-                           figsize=(9.0, (0.9 + 0.3 * rows) * len(benchmarks) + 0.4))
+                           figsize=(11.0, (1.0 + 0.22 * lines) * len(benchmarks) + 0.4))
   for (name, part), panel in zip(benchmarks.items(), axes):
     for ax, currency in zip(panel, CURRENCIES):
       comparisons = _comparisons(part, currency)
@@ -90,11 +106,12 @@ def plot_study(summary: dict[str, Any], title: str):
         ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-      ax.set_yticks(range(len(comparisons)),
-                    [f"{c['entry']} vs {c['reference']}" for c in comparisons])
+      labels = [entry_label(c["entry"]) for c in comparisons] if currency == "steps" else []
+      ax.set_yticks(range(len(comparisons)), labels or [""] * len(comparisons), fontsize=7)
       ax.set_ylim(len(comparisons) - 0.5 if comparisons else 0.5, -0.5)
       ax.set_xlabel(_xlabel(part, currency))
-      ax.set_title(f"{name}: {CURRENCY_TITLES[currency]}", fontsize=8)
+      reference = comparisons[0]["reference"] if comparisons else "?"
+      ax.set_title(f"{name}: {CURRENCY_TITLES[currency]}, against {reference}", fontsize=8)
   fig.suptitle(title, fontsize=8)
   return fig
 
