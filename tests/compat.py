@@ -11,3 +11,12 @@ if enable_x64 is None:
 def spec_str(spec) -> str:
   """``str`` of a PartitionSpec as jax >= 0.8 writes it (``P('d', None)``)."""
   return str(spec).replace("PartitionSpec(", "P(")
+
+
+def placement(spec) -> tuple:
+  """A PartitionSpec without its trailing ``None`` entries: the same placement whether a jax
+  version writes a replicated [n, b] array as ``P()`` or ``P(None, None)``."""
+  entries = list(spec)
+  while entries and entries[-1] is None:
+    entries.pop()
+  return tuple(entries)

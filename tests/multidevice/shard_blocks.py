@@ -22,8 +22,11 @@ NUM_STEPS = 6
 
 
 def specs(tree):
-  return [compat.spec_str(getattr(x.sharding, "spec", "single device"))
-          for x in jax.tree.leaves(tree)]
+  """Each leaf's placement, written as a PartitionSpec without trailing ``None`` entries."""
+  def one(x):
+    spec = getattr(x.sharding, "spec", None)
+    return "single device" if spec is None else compat.spec_str(P(*compat.placement(spec)))
+  return [one(x) for x in jax.tree.leaves(tree)]
 
 
 def params_and_grads():

@@ -28,12 +28,12 @@ def run(tx, host, grads_seq):
     specs = {"conv": P(None, None, None, "d"), "dense": P(None, "d"), "bias": P()}
     params = {k: jax.device_put(v, specs[k]) for k, v in host.items()}
     state = jax.jit(tx.init)(params)
-    before = jax.tree.map(lambda x: compat.spec_str(x.sharding.spec), state)
+    before = jax.tree.map(lambda x: compat.placement(x.sharding.spec), state)
     update = jax.jit(tx.update)
     for g in grads_seq:
       g = {k: jax.device_put(v, specs[k]) for k, v in g.items()}
       u, state = update(g, state, params)
-    after = jax.tree.map(lambda x: compat.spec_str(x.sharding.spec), state)
+    after = jax.tree.map(lambda x: compat.placement(x.sharding.spec), state)
     sharded_bytes = mbag.bytes_per_device(mbag.find_mbag_state(state))
     stats_specs = [compat.spec_str(x.sharding.spec) for x in mbag.find_mbag_state(state).stats]
     update_specs = {k: compat.spec_str(v.sharding.spec) for k, v in u.items()}
