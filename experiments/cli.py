@@ -198,8 +198,7 @@ def _flag_error_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _unknown_field_line(error: BaseException, flag_values: flags.FlagValues,
-                        argv: Sequence[str]) -> str | None:
+def _unknown_field_line(error: BaseException, argv: Sequence[str]) -> str | None:
   """``--config.<field>: no such field ...`` when ``error`` is ml_collections' AttributeError /
   KeyError for an override of a field the config does not have; None otherwise."""
   if not isinstance(error, (AttributeError, KeyError)):
@@ -230,7 +229,7 @@ def _parse(flag_values: flags.FlagValues, argv: Sequence[str]) -> list[str] | in
     # the config file's own code raises (it runs when parsed).
     if any(_VERBOSE.fullmatch(arg) for arg in argv[1:]):
       traceback.print_exception(e, file=sys.stderr)
-    line = _unknown_field_line(e, flag_values, argv) or _flag_error_line(e)
+    line = _unknown_field_line(e, argv) or _flag_error_line(e)
     print(f"error: {line}", file=sys.stderr)
     return 2
 

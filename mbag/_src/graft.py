@@ -114,13 +114,16 @@ def graft_bucket(p: Array, g: Array, v: Array, graft: Graft, count: Array, finit
   if graft.granularity == "leaf" and len(block_counts) == 1:
     # A bucket of one leaf (also every leaf whose blocks are sharded: those keep a bucket of
     # their own): plain sums, which keep the blocks' sharding.
-    d2, p2 = jnp.sum(d2), jnp.sum(p2)
-    ratio = jnp.where(p2 > 0, jnp.sqrt(d2) * jax.lax.rsqrt(jnp.where(p2 > 0, p2, 1.0)), 0.0)
-    return p * ratio, v_new
+    return p * _norm_ratio(jnp.sum(d2), jnp.sum(p2)), v_new
   if graft.granularity == "leaf":
     ids = segment_ids(block_counts)
     k = len(block_counts)
     d2 = jax.ops.segment_sum(d2, ids, k, indices_are_sorted=True)[ids]
     p2 = jax.ops.segment_sum(p2, ids, k, indices_are_sorted=True)[ids]
-  ratio = jnp.where(p2 > 0, jnp.sqrt(d2) * jax.lax.rsqrt(jnp.where(p2 > 0, p2, 1.0)), 0.0)
-  return p * ratio[:, None], v_new
+  return p * _norm_ratio(d2, p2)[:, None], v_new
+
+
+def _norm_ratio(d2: Array, p2: Array) -> Array:
+  """``||d|| / ||p||`` from the squared norms; 0 where ``p`` is zero (a zero direction stays
+  zero, no division by zero)."""
+  return jnp.where(p2 > 0, jnp.sqrt(d2) * jax.lax.rsqrt(jnp.where(p2 > 0, p2, 1.0)), 0.0)
